@@ -1,0 +1,76 @@
+"""The ``sipmesh`` command. Later capabilities add their subcommands here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from sipmesh import __version__, config
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    cfg = config.load(args.config)
+    logging.basicConfig(
+        level=getattr(logging, (args.log_level or cfg.log_level).upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from sipmesh.app import serve
+
+    asyncio.run(serve(cfg))
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    if args.default:
+        sys.stdout.write(config.default_text())
+        return 0
+    cfg = config.load(args.config)
+    print(f"source    {cfg.source}")
+    print(f"branch    {cfg.branch}")
+    print(f"data_dir  {cfg.data_dir}")
+    print(f"log_level {cfg.log_level}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, exposed so tests and docs can inspect it."""
+    parser = argparse.ArgumentParser(
+        prog="sipmesh",
+        description="Self-configuring telephony edge for branch offices.",
+    )
+    parser.add_argument("--version", action="version", version=f"sipmesh {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="start the controller (embedded demo config by default)")
+    run.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    run.add_argument("--log-level", choices=config.LOG_LEVELS, help="override the log level")
+    run.set_defaults(func=_cmd_run)
+
+    cfg = sub.add_parser("config", help="check and show the configuration")
+    cfg.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    cfg.add_argument("--default", action="store_true", help="print the embedded default")
+    cfg.set_defaults(func=_cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except config.ConfigError as e:
+        print(f"sipmesh: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
