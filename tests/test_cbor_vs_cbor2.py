@@ -13,6 +13,7 @@ import struct
 import cbor2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from sipmesh.proto import cbor
 from sipmesh.proto.cbor import UNDEFINED, Simple, Tag
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
 import pytest
-from micropython_port import PORTABLE, run_micropython, stage_board_lib
+
+from sipmesh.boards import unixport
 
 MODULES = ["cbor_checks", "cbor_malformed_checks", "frame_checks"]
 
+PORTABLE = Path(__file__).resolve().parent / "portable"
 sys.path.insert(0, str(PORTABLE))
 
 
@@ -39,12 +42,10 @@ def test_cpython(modname: str, name: str) -> None:
 @pytest.fixture(scope="session")
 def micropython_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Run every module once under MicroPython; map 'module.check' to its line."""
-    lib = stage_board_lib(tmp_path_factory.mktemp("board-lib"))
+    lib = unixport.stage_lib(tmp_path_factory.mktemp("board-lib"))
     results: dict[str, str] = {}
     for modname in MODULES:
-        proc = run_micropython(
-            [str(PORTABLE / "runner.py"), modname], lib, extra_path=[PORTABLE]
-        )
+        proc = unixport.run([str(PORTABLE / "runner.py"), modname], [lib, PORTABLE])
         lines = proc.stdout.splitlines()
         if not lines or not lines[-1].startswith("DONE"):
             pytest.fail(

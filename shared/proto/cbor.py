@@ -406,13 +406,19 @@ def loads(data, max_depth=MAX_DEPTH, max_items=MAX_ITEMS, max_size=MAX_SIZE):
 def decode_item(data, pos=0, max_depth=MAX_DEPTH, max_items=MAX_ITEMS, max_size=MAX_SIZE):
     """Decode one data item starting at pos; return (value, end offset).
 
-    The limits apply to this item: ``max_size`` counts from pos.
+    The limits apply to this item: ``max_size`` counts from pos. Open
+    containers live on four parallel stacks (kind, container, remaining
+    count or -1 when indefinite, pending map key or tag number) so that
+    nesting costs no allocation per container and no recursion.
     """
     n = len(data)
     if n - pos > max_size:
         n = pos + max_size
-    # stack frames: [kind, container, remaining, key-or-major, start offset]
-    stack = []
+    view = memoryview(data) if _MICROPYTHON else data
+    kinds = []
+    conts = []
+    rems = []
+    keys = []
     items = 0
     unpack_from = struct.unpack_from
     while True:
@@ -456,8 +462,8 @@ def decode_item(data, pos=0, max_depth=MAX_DEPTH, max_items=MAX_ITEMS, max_size=
         if items > max_items:
             raise CBORDecodeError("more than %d data items" % max_items, start)
 
-        if stack and stack[-1][0] >= _BYTES and ib != 0xFF:
-            if major != stack[-1][0] - 1 or arg < 0:
+        if kinds and kinds[-1] >= _BYTES and ib != 0xFF:
+            if major != kinds[-1] - 1 or arg < 0:
                 raise CBORDecodeError(
                     "indefinite-length string chunk is not a definite string of the same type",
                     start,
@@ -473,9 +479,12 @@ def decode_item(data, pos=0, max_depth=MAX_DEPTH, max_items=MAX_ITEMS, max_size=
             value = -1 - arg
         elif major == 2 or major == 3:
             if arg < 0:
-                if len(stack) >= max_depth:
+                if len(kinds) >= max_depth:
                     raise CBORDecodeError("nesting deeper than %d" % max_depth, start)
-                stack.append([major + 1, [], -1, None, start])
+                kinds.append(major + 1)
+                conts.append([])
+                rems.append(-1)
+                keys.append(None)
                 continue
             if arg > n - pos:
                 if arg <= len(data) - pos:
@@ -483,9 +492,11 @@ def decode_item(data, pos=0, max_depth=MAX_DEPTH, max_items=MAX_ITEMS, max_size=
                 raise CBORDecodeError(
                     "truncated: string of %d bytes with %d left" % (arg, len(data) - pos), start
                 )
-            raw = data[pos : pos + arg]
+            if major == 2:
+                value = bytes(data[pos : pos + arg])
+            else:
+                value = _text(view[pos : pos + arg], start)
             pos += arg
-            value = bytes(raw) if major == 2 else _text(raw, start)
         elif major == 4 or major == 5:
             if arg == 0:
                 value = [] if major == 4 else {}
@@ -496,19 +507,27 @@ def decode_item(data, pos=0, max_depth=MAX_DEPTH, max_items=MAX_ITEMS, max_size=
                         % (arg, "elements" if major == 4 else "pairs", n - pos),
                         start,
                     )
-                if len(stack) >= max_depth:
+                if len(kinds) >= max_depth:
                     raise CBORDecodeError("nesting deeper than %d" % max_depth, start)
                 if major == 4:
-                    stack.append([_ARRAY, [], arg, None, start])
+                    kinds.append(_ARRAY)
+                    conts.append([])
+                    keys.append(None)
                 else:
-                    stack.append([_MAP, {}, arg, _NOKEY, start])
+                    kinds.append(_MAP)
+                    conts.append({})
+                    keys.append(_NOKEY)
+                rems.append(arg)
                 continue
         elif major == 6:
             if arg < 0:
                 raise CBORDecodeError("indefinite length on a tag", start)
-            if len(stack) >= max_depth:
+            if len(kinds) >= max_depth:
                 raise CBORDecodeError("nesting deeper than %d" % max_depth, start)
-            stack.append([_TAG, None, arg, None, start])
+            kinds.append(_TAG)
+            conts.append(None)
+            rems.append(1)
+            keys.append(arg)
             continue
         else:
             if ai < 20:
@@ -532,48 +551,49 @@ def decode_item(data, pos=0, max_depth=MAX_DEPTH, max_items=MAX_ITEMS, max_size=
             elif ai == 27:
                 value = unpack_from(">d", data, start + 1)[0]
             else:
-                if not stack or stack[-1][2] != -1 or stack[-1][0] == _TAG:
+                if not kinds or rems[-1] != -1:
                     raise CBORDecodeError("break outside an indefinite-length item", start)
-                frame = stack.pop()
-                kind = frame[0]
-                if kind == _MAP and frame[3] is not _NOKEY:
+                kind = kinds.pop()
+                value = conts.pop()
+                rems.pop()
+                if keys.pop() is not _NOKEY and kind == _MAP:
                     raise CBORDecodeError("break after a map key with no value", start)
                 if kind == _BYTES:
-                    value = b"".join(frame[1])
+                    value = b"".join(value)
                 elif kind == _TEXT:
-                    value = "".join(frame[1])
-                else:
-                    value = frame[1]
+                    value = "".join(value)
         # Hand the finished value to the enclosing containers.
-        while stack:
-            frame = stack[-1]
-            kind = frame[0]
+        while kinds:
+            kind = kinds[-1]
             if kind == _ARRAY:
-                frame[1].append(value)
-                if frame[2] < 0:
+                conts[-1].append(value)
+                rem = rems[-1]
+                if rem < 0:
                     break
-                frame[2] -= 1
-                if frame[2]:
+                if rem > 1:
+                    rems[-1] = rem - 1
                     break
-                value = frame[1]
+                value = conts[-1]
             elif kind == _MAP:
-                m = frame[1]
-                if frame[3] is _NOKEY:
+                m = conts[-1]
+                key = keys[-1]
+                if key is _NOKEY:
                     key = _freeze(value, start)
                     if key in m:
                         raise CBORDecodeError("duplicate map key %r" % (key,), start)
-                    frame[3] = key
+                    keys[-1] = key
                     break
-                m[frame[3]] = value
-                frame[3] = _NOKEY
-                if frame[2] < 0:
+                m[key] = value
+                keys[-1] = _NOKEY
+                rem = rems[-1]
+                if rem < 0:
                     break
-                frame[2] -= 1
-                if frame[2]:
+                if rem > 1:
+                    rems[-1] = rem - 1
                     break
                 value = m
             elif kind == _TAG:
-                tag = frame[2]
+                tag = keys[-1]
                 if tag == 2 or tag == 3:
                     if type(value) is not bytes:
                         raise CBORDecodeError("bignum tag %d on a non-byte-string" % tag, start)
@@ -583,8 +603,11 @@ def decode_item(data, pos=0, max_depth=MAX_DEPTH, max_items=MAX_ITEMS, max_size=
                 else:
                     value = Tag(tag, value)
             else:
-                frame[1].append(value)
+                conts[-1].append(value)
                 break
-            stack.pop()
+            kinds.pop()
+            conts.pop()
+            rems.pop()
+            keys.pop()
         else:
             return value, pos

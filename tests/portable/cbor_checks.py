@@ -4,6 +4,7 @@ import struct
 
 from cbor_vectors import APPENDIX_A
 from portable import eq, raises, unhex
+
 from sipmesh.proto import cbor
 from sipmesh.proto.cbor import UNDEFINED, CBORDecodeError, CBOREncodeError, Simple, Tag
 
@@ -17,7 +18,7 @@ def same(a, b):
             return b != b
         return struct.pack(">d", a) == struct.pack(">d", b)
     if type(a) in (list, tuple):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=False))
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
     if type(a) is dict:
         if len(a) != len(b):
             return False

@@ -4,6 +4,7 @@ import gc
 import sys
 
 from portable import eq, raises, unhex
+
 from sipmesh.proto import cbor
 from sipmesh.proto.cbor import CBORDecodeError
 

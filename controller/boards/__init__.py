@@ -1,0 +1,1 @@
+"""Boards: the controller's side of the MicroPython boards (virtual and real)."""
