@@ -12,7 +12,7 @@ run: $(VENV)/.stamp-run
 
 test: $(VENV)/.stamp-test
 	tools/debian-packages.sh tests/debian-packages.txt
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -v
 
 bench: $(VENV)/.stamp-bench
 	$(BIN)/python bench/cbor_bench.py
