@@ -22,3 +22,18 @@ def pytest_report_header(config) -> list[str]:
         capture_output=True, text=True, timeout=30,
     )
     return [f"micropython: {exe} {out.stdout.strip()}"]
+
+
+def _hypothesis_profiles() -> None:
+    """CI replays a fixed sequence of examples (a red CI is then reproducible);
+    developers' runs explore new ones each time."""
+    import os
+
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, print_blob=True)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+
+
+_hypothesis_profiles()
