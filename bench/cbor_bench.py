@@ -10,16 +10,12 @@ it; docs/performance.md quotes it.
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import sys
-import tempfile
 from importlib.metadata import version
-from pathlib import Path
 
 import cbor2
-from harness import HERE, best_rate, heap_floor, run_micropython
+from harness import HERE, bench_main, best_rate, heap_floors, run_micropython
 
 from sipmesh.proto import cbor
 
@@ -49,13 +45,7 @@ def cpython_rates() -> dict[str, float]:
 
 def micropython_figures() -> dict[str, float]:
     out = run_micropython("mp_cbor_bench.py")
-    with tempfile.TemporaryDirectory() as tmp:
-        doc = Path(tmp) / "config.cbor"
-        doc.write_bytes(cbor.dumps(samples.config_document()))
-        out["heap_floor.load"] = heap_floor("mp_heap_probe.py", [str(doc)], Path(tmp))
-        out["heap_floor.decode"] = heap_floor(
-            "mp_heap_probe.py", [str(doc), "cbor-decode"], Path(tmp)
-        )
+    out.update(heap_floors(cbor.dumps(samples.config_document()), "cbor-decode"))
     return out
 
 
@@ -92,16 +82,5 @@ def report(cp: dict[str, float], mp: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", metavar="FILE", help="also write the raw figures as JSON")
-    args = parser.parse_args()
-    cp = cpython_rates()
-    mp = micropython_figures()
-    print(report(cp, mp))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"cpython": cp, "micropython": mp}, indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    bench_main(__doc__, cpython_rates, micropython_figures, report)

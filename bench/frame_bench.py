@@ -10,18 +10,14 @@ MicroPython unix port (ours), with what decoding allocates per frame.
 
 from __future__ import annotations
 
-import argparse
 import binascii
-import json
 import platform
 import struct
 import sys
-import tempfile
 from importlib.metadata import version
-from pathlib import Path
 
 from cobs import cobs
-from harness import HERE, best_rate, heap_floor, run_micropython
+from harness import HERE, bench_main, best_rate, heap_floors, run_micropython
 
 from sipmesh.proto import cbor, frame
 
@@ -71,13 +67,8 @@ def cpython_rates() -> dict[str, float]:
 
 def micropython_figures() -> dict[str, float]:
     out = run_micropython("mp_frame_bench.py")
-    with tempfile.TemporaryDirectory() as tmp:
-        wire = Path(tmp) / "config.frame"
-        wire.write_bytes(frame.encode(1, 7, cbor.dumps(samples.config_document())))
-        out["heap_floor.load"] = heap_floor("mp_heap_probe.py", [str(wire)], Path(tmp))
-        out["heap_floor.decode"] = heap_floor(
-            "mp_heap_probe.py", [str(wire), "frame-decode"], Path(tmp)
-        )
+    wire = frame.encode(1, 7, cbor.dumps(samples.config_document()))
+    out.update(heap_floors(wire, "frame-decode"))
     return out
 
 
@@ -111,16 +102,5 @@ def report(cp: dict[str, float], mp: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", metavar="FILE", help="also write the raw figures as JSON")
-    args = parser.parse_args()
-    cp = cpython_rates()
-    mp = micropython_figures()
-    print(report(cp, mp))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"cpython": cp, "micropython": mp}, indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    bench_main(__doc__, cpython_rates, micropython_figures, report)

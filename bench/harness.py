@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import tempfile
 import timeit
 from collections.abc import Callable
@@ -39,6 +41,17 @@ def run_micropython(script: str, *args: str) -> dict[str, float]:
     return parse(proc.stdout)
 
 
+def heap_floors(data: bytes, op: str) -> dict[str, float]:
+    """Heap floors of mp_heap_probe.py on data: without and with operation op."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "input.bin"
+        path.write_bytes(data)
+        return {
+            "heap_floor.load": heap_floor("mp_heap_probe.py", [str(path)], Path(tmp)),
+            "heap_floor.decode": heap_floor("mp_heap_probe.py", [str(path), op], Path(tmp)),
+        }
+
+
 def heap_floor(probe: str, args: list[str], workdir: Path) -> int:
     """Smallest -X heapsize (1 KiB steps) with which PROBE still prints ok.
 
@@ -64,3 +77,20 @@ def heap_floor(probe: str, args: list[str], workdir: Path) -> int:
         else:
             lo = mid + 1
     return lo * 1024
+
+
+def bench_main(
+    doc: str,
+    cpython_rates: Callable[[], dict[str, float]],
+    micropython_figures: Callable[[], dict[str, float]],
+    report: Callable[[dict[str, float], dict[str, float]], str],
+) -> None:
+    """Command line shared by the benchmarks: measure both runtimes, print, --json FILE."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--json", metavar="FILE", help="also write the raw figures as JSON")
+    args = parser.parse_args()
+    cp = cpython_rates()
+    mp = micropython_figures()
+    print(report(cp, mp))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"cpython": cp, "micropython": mp}, indent=2))
