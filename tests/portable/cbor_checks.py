@@ -138,6 +138,16 @@ def check_tags_simple_undefined():
     eq(cbor.loads(cbor.dumps({Tag(9, "k"): Simple(7)})), {Tag(9, "k"): Simple(7)}, "tag key")
 
 
+def check_array_lengths_around_preallocation():
+    # Short definite arrays are allocated at their final size, longer ones
+    # grow: both paths, nested, must give the same values.
+    for n in (1, 2, 63, 64, 65, 200):
+        value = [list(range(n)), [[i] * (n % 7) for i in range(n)], n]
+        eq(cbor.loads(cbor.dumps(value)), value, "arrays of %d" % n)
+        eq(cbor.loads(cbor.dumps({"a": value})), {"a": value}, "in a map, %d" % n)
+    eq(cbor.loads(unhex("9f8301020383040506ff")), [[1, 2, 3], [4, 5, 6]], "inside indefinite")
+
+
 def check_array_keys_become_tuples():
     eq(cbor.loads(unhex("a1820102f5")), {(1, 2): True}, "array key")
     eq(cbor.loads(unhex("a18201820203f5")), {(1, (2, 3)): True}, "nested array key")
