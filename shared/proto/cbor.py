@@ -43,12 +43,17 @@ except ImportError:
         return x
 
 
+# Default limits, each far above what sipmesh sends and far below what hurts
+# a board: the largest legitimate item is a configuration document inside an
+# 8 KiB serial frame; management messages nest about 5 deep (a COSE_Sign1
+# envelope around a config adds 2); every item is at least one byte, so the
+# item count only matters for callers that raise max_size.
 MAX_SIZE = const(65536)
 MAX_DEPTH = const(32)
 MAX_ITEMS = const(16384)
 # Definite arrays up to this length are allocated at their final size: on
 # MicroPython, growing lists by reallocation fragments the heap (measured:
-# 15 KiB more heap to decode a 4 KB configuration without it).
+# 13 KiB more heap to decode a 4 KB configuration without it).
 _PREALLOC = const(64)
 
 _MICROPYTHON = sys.implementation.name == "micropython"
@@ -239,7 +244,12 @@ def _sort_key(item):
 
 
 def dumps(obj, max_depth=MAX_DEPTH):
-    """Encode obj deterministically; raise CBOREncodeError if it has no CBOR form."""
+    """Encode obj deterministically; raise CBOREncodeError if it has no CBOR form.
+
+    Preferred serialization and definite lengths (RFC 8949 §4.2.1), map keys
+    in length-first order (§4.2.3). Iterative, so ``max_depth`` also stops
+    cyclic values.
+    """
     out = bytearray()
     stack = [obj]
     depth = 0
