@@ -35,6 +35,12 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sip_lint(args: argparse.Namespace) -> int:
+    from sipmesh.sip import lint
+
+    return lint.run(args.files, args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, exposed so tests and docs can inspect it."""
     parser = argparse.ArgumentParser(
@@ -53,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument("--config", metavar="FILE", help="TOML configuration file")
     cfg.add_argument("--default", action="store_true", help="print the embedded default")
     cfg.set_defaults(func=_cmd_config)
+
+    sip = sub.add_parser("sip", help="SIP tools: lint raw messages")
+    sip_sub = sip.add_subparsers(dest="sip_command", metavar="SIPCOMMAND", required=True)
+    lint = sip_sub.add_parser(
+        "lint", help="check raw SIP messages (one per file, '-' for stdin), byte-exact"
+    )
+    lint.add_argument("files", nargs="+", metavar="FILE")
+    lint.add_argument("--json", action="store_true", help="machine-readable output")
+    lint.set_defaults(func=_cmd_sip_lint)
     return parser
 
 
