@@ -8,6 +8,8 @@ could backtrack on hostile input; every loop moves forward.
 
 from __future__ import annotations
 
+import re
+
 from sipmesh.sip.errors import SIPParseError
 
 # RFC 3261 §25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
@@ -18,10 +20,27 @@ TOKEN_CHARS = frozenset(
 WORD_CHARS = TOKEN_CHARS | frozenset('()<>:\\"/[]?{}')
 WS = " \t"
 
+_TOKEN_CLASS = r"A-Za-z0-9\-.!%*_+`'~"
+_TOKEN_RE = re.compile(f"[{_TOKEN_CLASS}]+")
+# The usual shape of a parameter list: ;name or ;name=value with token, host
+# or IPv6 values and no quotes. Anything else takes the careful scanner.
+_PARAMS_RE = re.compile(
+    rf"(?:[ \t]*;[ \t]*[{_TOKEN_CLASS}]+(?:[ \t]*=[ \t]*[{_TOKEN_CLASS}\[\]:]+)?)*[ \t]*"
+)
+_TOKEN_LIST_RE = re.compile(rf"[{_TOKEN_CLASS}]+(?:[ \t]*,[ \t]*[{_TOKEN_CLASS}]+)*")
+
 
 def is_token(text: str) -> bool:
     """True if text is a non-empty RFC 3261 token."""
-    return bool(text) and all(c in TOKEN_CHARS for c in text)
+    return _TOKEN_RE.fullmatch(text) is not None
+
+
+def token_list(value: str) -> list[str] | None:
+    """The tokens of a plain comma-separated token list, or None for anything else."""
+    v = value.strip(" \t")
+    if _TOKEN_LIST_RE.fullmatch(v) is None:
+        return None
+    return [t.strip(" \t") for t in v.split(",")]
 
 
 def check_token(text: str, what: str, header: str | None = None) -> str:
@@ -89,6 +108,8 @@ def split_list(value: str, header: str | None = None) -> list[str]:
     if "," not in value:
         v = value.strip()
         return [v] if v else []
+    if '"' not in value and "<" not in value:
+        return [p for p in (part.strip() for part in value.split(",")) if p]
     parts: list[str] = []
     n = len(value)
     start = i = 0
@@ -124,6 +145,9 @@ def parse_params(
     serialize unchanged) or bracketed IPv6 references. A name given twice
     is an error (§7.3.1).
     """
+    m = _PARAMS_RE.match(text, i)
+    if m is not None and m.end() == len(text):
+        return _simple_params(text[i:], header), len(text)
     params: list[tuple[str, str | None]] = []
     seen: set[str] = set()
     n = len(text)
@@ -163,6 +187,21 @@ def parse_params(
         params.append((name, value))
         i = skip_ws(text, j)
     return params, i
+
+
+def _simple_params(text: str, header: str | None) -> list[tuple[str, str | None]]:
+    """Parameters of text already matched by _PARAMS_RE (no quotes anywhere)."""
+    params: list[tuple[str, str | None]] = []
+    for part in text.split(";")[1:]:
+        name, eq, value = part.partition("=")
+        name = name.strip(" \t")
+        params.append((name, value.strip(" \t") if eq else None))
+    if len(params) > 1:
+        keys = [k.lower() for k, _ in params]
+        if len(set(keys)) != len(keys):
+            dup = next(k for k in keys if keys.count(k) > 1)
+            raise SIPParseError(f"parameter {dup!r} given twice", header=header)
+    return params
 
 
 def get_param(params: list[tuple[str, str | None]], name: str) -> str | None:

@@ -17,6 +17,7 @@ from sipmesh.sip.grammar import (
     parse_params,
     skip_ws,
     split_list,
+    token_list,
 )
 
 # Compact forms: RFC 3261 §7.3.3 (i m e l c f s k t v) and the registered
@@ -176,6 +177,9 @@ def parse_call_id(value: str) -> str:
 
 def parse_token_list(value: str, header: str) -> list[str]:
     """Require, Supported, Unsupported, Proxy-Require, Allow: lists of tokens."""
+    fast = token_list(value)
+    if fast is not None:
+        return fast
     return [check_token(t, "option", header) for t in split_list(value, header)]
 
 

@@ -32,6 +32,7 @@ from sipmesh.sip.uri import URI, parse_uri
 from sipmesh.sip.via import Via
 
 Header = tuple[str, str, str]  # (name as written, canonical key, value)
+_MISSING = object()
 
 # Reason phrases of RFC 3261 §21 used when none is given.
 REASONS = {
@@ -128,7 +129,7 @@ class Message:
             self.headers.insert(0, row)
         else:
             self.headers.append(row)
-        self._cache.pop(row[1], None)
+        self._forget(row[1])
 
     def set(self, name: str, value: str) -> None:
         """Replace every row of a header by one row, kept where the first one was."""
@@ -140,14 +141,14 @@ class Message:
                 break
         else:
             self.headers.append((display_name(key) if len(name) == 1 else name, key, value))
-        self._cache.pop(key, None)
+        self._forget(key)
 
     def remove(self, name: str) -> int:
         """Remove every row of a header; return how many there were."""
         key = canonical_key(name)
         before = len(self.headers)
         self.headers = [h for h in self.headers if h[1] != key]
-        self._cache.pop(key, None)
+        self._forget(key)
         return before - len(self.headers)
 
     def pop_first(self, name: str) -> str | None:
@@ -161,9 +162,14 @@ class Message:
                     self.headers[i] = (n, k, ", ".join(parts[1:]))
                 else:
                     del self.headers[i]
-                self._cache.pop(key, None)
+                self._forget(key)
                 return first
         return None
+
+    def _forget(self, key: str) -> None:
+        self._cache.pop(key, None)
+        if key == "via":
+            self._cache.pop("top-via", None)
 
     # --- typed values -----------------------------------------------------
 
@@ -173,13 +179,15 @@ class Message:
         Raises SIPParseError naming the header when a row is malformed, or
         when a single-valued header appears more than once.
         """
-        key = canonical_key(name)
-        try:
-            return self._cache[key]
-        except KeyError:
-            pass
+        value = self._cache.get(name, _MISSING)
+        if value is not _MISSING:
+            return value
+        key = name if name in _PARSERS else canonical_key(name)
+        return self._parse_rows(key, [v for _, k, v in self.headers if k == key])
+
+    def _parse_rows(self, key: str, rows: list[str]) -> Any:
         parse, is_list = _PARSERS[key]
-        rows = [v for _, k, v in self.headers if k == key]
+        value: Any
         if is_list:
             value: Any = []
             for row in rows:
@@ -200,8 +208,21 @@ class Message:
 
     @property
     def top_via(self) -> Via | None:
-        vias = self.via
-        return vias[0] if vias else None
+        """The first Via, parsed alone: routing a response needs no other (§18.2.2)."""
+        cache = self._cache
+        vias = cache.get("via")
+        if vias is not None:
+            return vias[0] if vias else None
+        top = cache.get("top-via", _MISSING)
+        if top is _MISSING:
+            row = self.get("via")
+            if row is None:
+                top = None
+            else:
+                first = split_list(row, "Via")[:1] if "," in row else [row.strip()]
+                top = Via.parse(first[0]) if first and first[0] else None
+            cache["top-via"] = top
+        return top
 
     @property
     def from_(self) -> Address | None:
@@ -285,31 +306,33 @@ class Message:
 
     def validate(self) -> list[SIPParseError]:
         """Parse every known header and the start line; return every problem found."""
+        return self._check_headers()[0]
+
+    def _check_headers(self) -> tuple[list[SIPParseError], dict[str, list[str]]]:
         problems: list[SIPParseError] = []
-        seen: set[str] = set()
-        for _, key, _ in self.headers:
-            if key in _PARSERS and key not in seen:
-                seen.add(key)
-                try:
-                    self.typed(key)
-                except SIPParseError as e:
-                    problems.append(e)
-            elif key in SINGLE_HEADERS and key not in _PARSERS:
-                if key in seen:
-                    problems.append(SIPParseError("header given twice",
-                                                  header=display_name(key)))
-                seen.add(key)
-        cl = self.get("content-length")
-        if cl is not None and "content-length" not in [p.header and p.header.lower()
-                                                       for p in problems]:
-            try:
-                if self.content_length != len(self.body):
-                    problems.append(SIPParseError(
-                        f"Content-Length {self.content_length} but the body has "
-                        f"{len(self.body)} bytes", header="Content-Length"))
-            except SIPParseError:
-                pass
-        return problems
+        groups: dict[str, list[str]] = {}
+        for _, key, value in self.headers:
+            rows = groups.get(key)
+            if rows is None:
+                groups[key] = [value]
+            else:
+                rows.append(value)
+        cache = self._cache
+        for key, rows in groups.items():
+            if key in _PARSERS:
+                if key not in cache:
+                    try:
+                        self._parse_rows(key, rows)
+                    except SIPParseError as e:
+                        problems.append(e)
+            elif len(rows) > 1 and key in SINGLE_HEADERS:
+                problems.append(SIPParseError("header given twice", header=display_name(key)))
+        length = cache.get("content-length")
+        if length is not None and length != len(self.body):
+            problems.append(SIPParseError(
+                f"Content-Length {length} but the body has {len(self.body)} bytes",
+                header="Content-Length"))
+        return problems, groups
 
     # --- bytes ------------------------------------------------------------
 
@@ -385,7 +408,8 @@ class Request(Message):
             self.uri  # noqa: B018 - parse for its errors
         except SIPParseError as e:
             problems.append(SIPParseError("Request-URI: " + e.reason, status=e.status))
-        problems += super().validate()
+        header_problems, present = self._check_headers()
+        problems += header_problems
         cseq = None
         try:
             cseq = self.cseq
@@ -396,7 +420,7 @@ class Request(Message):
                 f"CSeq method {cseq.method} does not match the request method {self.method}",
                 header="CSeq"))
         for key in ("to", "from", "cseq", "call-id", "via", "max-forwards"):
-            if key not in self:
+            if key not in present:
                 problems.append(SIPParseError(f"missing {display_name(key)} header",
                                               header=display_name(key)))
         try:
@@ -439,9 +463,9 @@ class Response(Message):
         return f"{self.version} {self.status} {self.reason}"
 
     def validate(self) -> list[SIPParseError]:
-        problems = super().validate()
+        problems, present = self._check_headers()
         for key in ("to", "from", "cseq", "call-id", "via"):
-            if key not in self:
+            if key not in present:
                 problems.append(SIPParseError(f"missing {display_name(key)} header",
                                               header=display_name(key)))
         return problems

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from sipmesh.sip.errors import SIPParseError
 from sipmesh.sip.grammar import TOKEN_CHARS
+from sipmesh.sip.headers import canonical_key
 from sipmesh.sip.message import Message, Request, Response
 
 # A datagram cannot exceed 65,535 bytes, and no sane message over a stream
@@ -76,7 +77,13 @@ def parse_head(data: bytes, start: int, end: int) -> Request | Response:
         problem = SIPParseError("header section is not valid UTF-8", offset=start + e.start)
         head = data[start:end].decode("utf-8", "replace")
     lines = head.split("\r\n")
-    rows, bad_row = _rows(lines, start)
+    if len(lines) > MAX_HEADER_ROWS + 1:
+        raise SIPParseError(f"more than {MAX_HEADER_ROWS} header rows", offset=start)
+    crlf = len(lines) - 1
+    if head.count("\n") == crlf and head.count("\r") == crlf:
+        rows, bad_row = _rows_fast(lines, start)
+    else:
+        rows, bad_row = _rows(lines, start)
     problem = problem or bad_row
     first = lines[0]
     if first[:4].upper() == "SIP/":
@@ -90,11 +97,46 @@ def parse_head(data: bytes, start: int, end: int) -> Request | Response:
     return msg
 
 
-def _rows(lines: list[str], start: int) -> tuple[list[tuple[str, str]], SIPParseError | None]:
+# Header names seen before, as written (with any space before the colon),
+# mapped to their canonical key: names repeat in every message, so each is
+# validated once. Bounded so that hostile traffic cannot grow it.
+_NAMES: dict[str, str] = {}
+_NAMES_MAX = 2048
+
+
+def _rows_fast(
+    lines: list[str], start: int
+) -> tuple[list[tuple[str, str, str]], SIPParseError | None]:
+    """Header rows when no bare CR or LF is present: one partition per row."""
+    rows: list[tuple[str, str, str]] = []
+    names = _NAMES
+    for line in lines[1:]:
+        first = line[:1]
+        if first == " " or first == "\t" or not first:
+            return _rows(lines, start)
+        name, sep, value = line.partition(":")
+        if not sep:
+            return _rows(lines, start)
+        key = names.get(name)
+        if key is None:
+            stripped = name.rstrip(" \t")
+            if not stripped or any(c not in TOKEN_CHARS for c in stripped):
+                return _rows(lines, start)
+            key = canonical_key(stripped)
+            if len(names) < _NAMES_MAX:
+                names[name] = key
+            name = stripped
+        elif name[-1:] in (" ", "\t"):
+            name = name.rstrip(" \t")
+        rows.append((name, key, value.strip(" \t")))
+    return rows, None
+
+
+def _rows(
+    lines: list[str], start: int
+) -> tuple[list[tuple[str, str, str]], SIPParseError | None]:
     """Header rows with folding undone, and the first bad row's error (it is skipped)."""
-    if len(lines) > MAX_HEADER_ROWS + 1:
-        raise SIPParseError(f"more than {MAX_HEADER_ROWS} header rows", offset=start)
-    rows: list[tuple[str, str]] = []
+    rows: list[tuple[str, str, str]] = []
     problem: SIPParseError | None = None
     offset = start + len(lines[0]) + 2
     for line in lines[1:]:
@@ -104,9 +146,9 @@ def _rows(lines: list[str], start: int) -> tuple[list[tuple[str, str]], SIPParse
             bad = SIPParseError("bare CR or LF inside a header row", offset=offset + at)
         elif line[:1] in (" ", "\t"):
             if rows:
-                name, value = rows[-1]
+                name, key, value = rows[-1]
                 more = line.strip(" \t")
-                rows[-1] = (name, f"{value} {more}" if value and more else value or more)
+                rows[-1] = (name, key, f"{value} {more}" if value and more else value or more)
             else:
                 bad = SIPParseError("continuation line before any header", offset=offset)
         else:
@@ -118,7 +160,7 @@ def _rows(lines: list[str], start: int) -> tuple[list[tuple[str, str]], SIPParse
             elif not name or any(c not in TOKEN_CHARS for c in name):
                 bad = SIPParseError(f"bad header name {name!r}", offset=offset)
             else:
-                rows.append((name, line[colon + 1 :].strip(" \t")))
+                rows.append((name, canonical_key(name), line[colon + 1 :].strip(" \t")))
         if bad is not None and problem is None:
             problem = bad
         offset += len(line) + 2
@@ -133,7 +175,7 @@ def _version_error(version: str, offset: int) -> SIPParseError:
     return SIPParseError(f"bad SIP version {version!r}", offset=offset)
 
 
-def _request(first: str, rows: list[tuple[str, str]], start: int) -> Request:
+def _request(first: str, rows: list[tuple[str, str, str]], start: int) -> Request:
     parts = first.split(" ")
     if len(parts) != 3 or not all(parts):
         raise SIPParseError("request line is not 'METHOD SP Request-URI SP SIP/2.0'",
@@ -141,7 +183,8 @@ def _request(first: str, rows: list[tuple[str, str]], start: int) -> Request:
     method, uri, version = parts
     if any(c not in TOKEN_CHARS for c in method):
         raise SIPParseError(f"method {method!r} is not a token", offset=start)
-    req = Request(method, uri, rows, version=version)
+    req = Request(method, uri, version=version)
+    req.headers = rows
     if version != "SIP/2.0" and version.upper() != "SIP/2.0":
         err = _version_error(version, start + len(method) + len(uri) + 2)
         err.message = req
@@ -149,7 +192,7 @@ def _request(first: str, rows: list[tuple[str, str]], start: int) -> Request:
     return req
 
 
-def _response(first: str, rows: list[tuple[str, str]], start: int) -> Response:
+def _response(first: str, rows: list[tuple[str, str, str]], start: int) -> Response:
     parts = first.split(" ", 2)
     version = parts[0]
     if version.upper() != "SIP/2.0":
@@ -160,7 +203,9 @@ def _response(first: str, rows: list[tuple[str, str]], start: int) -> Response:
     if len(code) != 3 or not code.isdigit() or not "100" <= code <= "699":
         raise SIPParseError(f"status code {code!r} is not 100-699", offset=start + 8)
     reason = parts[2] if len(parts) > 2 else ""
-    return Response(int(code), reason, rows, version=version)
+    resp = Response(int(code), reason, version=version)
+    resp.headers = rows
+    return resp
 
 
 class KeepAlive:

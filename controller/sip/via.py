@@ -9,6 +9,7 @@ fall back to RFC 2543 matching (§17.2.3).
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from sipmesh.sip.errors import SIPParseError
 from sipmesh.sip.grammar import (
@@ -21,6 +22,13 @@ from sipmesh.sip.grammar import (
 )
 
 MAGIC_COOKIE = "z9hG4bK"
+# The shape nearly every Via has: SIP/2.0/TRANSPORT host[:port] then plain
+# parameters. Other spellings (spaces around '/', quoted values) take the
+# careful scanner below.
+_FAST = re.compile(
+    r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*)"
+)
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "sctp": 5060, "tls": 5061, "ws": 80, "wss": 443}
 
 
@@ -48,6 +56,30 @@ class Via:
     @classmethod
     def parse(cls, value: str) -> Via:
         v = value.strip()
+        m = _FAST.fullmatch(v)
+        if m is not None:
+            transport, host, port, ptext = m.groups()
+            params: list[tuple[str, str | None]] = []
+            if ptext:
+                for part in ptext[1:].split(";"):
+                    name, eq, val = part.partition("=")
+                    params.append((name, val if eq else None))
+            via = cls(transport, host, int(port) if port else None, params)
+            if (len(params) > 1 and len({k.lower() for k, _ in params}) != len(params)) or (
+                    host[0] == "[" or (port and int(port) > 65535)):
+                return cls._parse_slow(v)
+            via._check_values()
+            return via
+        return cls._parse_slow(v)
+
+    def _check_values(self) -> None:
+        for name in ("ttl", "rport"):
+            val = self.param(name)
+            if val and (not val.isdigit() or int(val) > (255 if name == "ttl" else 65535)):
+                raise SIPParseError(f"bad {name} value {val!r}", header="Via")
+
+    @classmethod
+    def _parse_slow(cls, v: str) -> Via:
         n = len(v)
         parts = []
         i = 0
@@ -99,10 +131,7 @@ class Via:
         if end != n:
             raise SIPParseError(f"unexpected text {v[end:]!r}", offset=end, header="Via")
         via = cls(transport, host, port, params, protocol, version)
-        for name in ("ttl", "rport"):
-            val = via.param(name)
-            if val and (not val.isdigit() or int(val) > (255 if name == "ttl" else 65535)):
-                raise SIPParseError(f"bad {name} value {val!r}", header="Via")
+        via._check_values()
         return via
 
     def param(self, name: str) -> str | None:
