@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -94,13 +95,15 @@ class UserAgent:
         supported: tuple[str, ...] = (),
         user_agent: str = "sipmesh",
         transport: SIPTransport | None = None,
+        client_ssl: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.user = user
         self.timers = timers or TimerConfig()
         self.supported = supported
         self.user_agent = user_agent
-        self.transport = transport or SIPTransport(host, self._on_request, self._on_response)
+        self.transport = transport or SIPTransport(
+            host, self._on_request, self._on_response, client_ssl=client_ssl)
         self.table = TransactionTable()
         self.dialogs: dict[tuple[str, str, str], Dialog] = {}
         self.handlers: dict[str, Handler] = {"OPTIONS": self._options}
@@ -112,14 +115,19 @@ class UserAgent:
 
     # --- lifecycle -----------------------------------------------------------
 
-    async def listen(self, udp: int | None = 0, tcp: int | None = None) -> None:
-        """Listen on UDP and, if given, TCP (the same port number when tcp == 0)."""
+    async def listen(self, udp: int | None = 0, tcp: int | None = None,
+                     tls: int | None = None, tls_context: ssl.SSLContext | None = None) -> None:
+        """Listen on UDP and, if given, TCP (the same port number when tcp == 0) and TLS."""
         if udp is not None:
             port = await self.transport.listen_udp(self.host, udp)
             if tcp == 0:
                 tcp = port
         if tcp is not None:
             await self.transport.listen_tcp(self.host, tcp)
+        if tls is not None:
+            if tls_context is None:
+                raise ValueError("TLS needs a server certificate (tls_context)")
+            await self.transport.listen_tls(self.host, tls, tls_context)
 
     async def close(self) -> None:
         if self._timer is not None:
