@@ -60,8 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument("--default", action="store_true", help="print the embedded default")
     cfg.set_defaults(func=_cmd_config)
 
-    sip = sub.add_parser("sip", help="SIP tools: lint raw messages")
+    sip = sub.add_parser("sip", help="SIP tools: options, listen, call, lint")
     sip_sub = sip.add_subparsers(dest="sip_command", metavar="SIPCOMMAND", required=True)
+    from sipmesh.sip.tools import add_commands
+
+    add_commands(sip_sub)
     lint = sip_sub.add_parser(
         "lint", help="check raw SIP messages (one per file, '-' for stdin), byte-exact"
     )
