@@ -17,6 +17,7 @@ test: $(VENV)/.stamp-test
 bench: $(VENV)/.stamp-bench
 	$(BIN)/python bench/cbor_bench.py
 	$(BIN)/python bench/frame_bench.py
+	$(BIN)/python bench/sip_bench.py
 
 lint: $(VENV)/.stamp-test
 	$(BIN)/ruff check .

@@ -31,6 +31,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from harness import HERE, best_rate
+from sip_load import load_figures, report_load
 from sippy.SipRequest import SipRequest
 from sippy.SipResponse import SipResponse
 
@@ -265,6 +266,7 @@ def report_parse(figs: dict[str, float]) -> str:
 Section = tuple[str, Callable[[], dict[str, float]], Callable[[dict[str, float]], str]]
 SECTIONS: list[Section] = [
     ("parse", parse_figures, report_parse),
+    ("load", load_figures, report_load),
 ]
 
 

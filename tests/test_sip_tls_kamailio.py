@@ -276,6 +276,9 @@ async def test_kamailio_relays_options_over_tls_to_our_server(judge: Kamailio) -
             resp = await asyncio.wait_for(sender.responses.get(), TIMEOUT)
             if resp.status >= 200:
                 break
+        # Our 200 went back on the connection Kamailio opened (no SNI, no new connection
+        # from us to Kamailio's TLS port, although its Via names that port).
+        assert ua.transport.connection(Peer("tls", "127.0.0.1", judge.tls)) is None
     except TimeoutError:
         pytest.fail(f"no final answer through Kamailio:\n{judge.log_text()[-4000:]}")
     finally:

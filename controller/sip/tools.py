@@ -21,6 +21,7 @@ from sipmesh.sip.ua import Incoming, UserAgent
 from sipmesh.sip.uri import URI, parse_uri
 
 log = logging.getLogger("sipmesh.sip")
+calls_log = logging.getLogger("sipmesh.sip.calls")
 
 SDP_TEMPLATE = (
     "v=0\r\no=sipmesh {sess} {sess} IN IP4 {ip}\r\ns=sipmesh\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
@@ -87,22 +88,23 @@ async def _options(args) -> int:
 
 async def _listen(args) -> int:
     if args.quiet:
-        logging.getLogger("sipmesh.sip").setLevel(logging.WARNING)
+        calls_log.setLevel(logging.WARNING)
     ua = UserAgent(args.bind, user=args.user)
     stop = asyncio.Event()
 
     def on_invite(inc: Incoming) -> None:
         req = inc.request
-        log.info("INVITE from %s (%s) via %s", req.from_, req.call_id, inc.peer.transport)
+        calls_log.info("INVITE from %s (%s) via %s", req.from_, req.call_id,
+                       inc.peer.transport)
         inc.respond(180)
         inc.respond(200, body=sdp(args.bind), content_type="application/sdp")
 
     def on_bye(inc: Incoming) -> None:
-        log.info("BYE for %s: call ended", inc.request.call_id)
+        calls_log.info("BYE for %s: call ended", inc.request.call_id)
         inc.respond(200)
 
     def on_ack(inc: Incoming) -> None:
-        log.info("ACK for %s: call established", inc.request.call_id)
+        calls_log.info("ACK for %s: call established", inc.request.call_id)
 
     ua.on("INVITE", on_invite)
     ua.on("BYE", on_bye)
@@ -114,7 +116,7 @@ async def _listen(args) -> int:
     ports = ", ".join(f"{t} {p}" for t, p in sorted(ua.transport.ports.items()))
     log.info("listening on %s (%s) as sip:%s@%s", args.bind, ports, args.user, args.bind)
     await stop.wait()
-    log.warning("stopping after answering %d calls", ua.calls_answered)
+    log.info("stopping after answering %d calls", ua.calls_answered)
     await ua.close()
     return 0
 
@@ -157,7 +159,7 @@ def add_commands(sub) -> None:
     listen.add_argument("--port", type=int, default=5060)
     listen.add_argument("--user", default="sipmesh")
     listen.add_argument("--tcp", action="store_true", help="also listen on TCP")
-    listen.add_argument("--quiet", action="store_true", help="log warnings only (load tests)")
+    listen.add_argument("--quiet", action="store_true", help="do not log each call (load tests)")
     call = sub.add_parser("call", help="place a call, print the responses, hang up")
     call.add_argument("uri")
     call.add_argument("--duration", type=float, default=5.0, help="seconds before BYE")

@@ -29,7 +29,10 @@ and acknowledges it (§13.2.2.4).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import TypeAlias, TypeVar
@@ -339,6 +342,9 @@ class _Transaction:
         self._deadlines: dict[str, float] = {}
         self._intervals: dict[str, float] = {}
         self._started = False
+        # Called after every event so that a TransactionTable can keep its
+        # timer heap current without scanning every transaction.
+        self.watcher: Callable[[_Transaction], None] | None = None
 
     @property
     def armed(self) -> dict[str, float]:
@@ -401,6 +407,8 @@ class _Transaction:
             if target is TERMINATED:
                 self._deadlines.clear()
                 actions.append(Terminated(current.value))
+        if self.watcher is not None:
+            self.watcher(self)
         return actions
 
     def _step(
@@ -727,6 +735,20 @@ class TransactionTable:
         self._clients: dict[tuple[str, str], ClientTransaction] = {}
         self._servers: dict[tuple[str, str, int], dict[str, ServerTransaction]] = {}
         self._legacy: list[ServerTransaction] = []
+        # (deadline, tie-breaker, transaction); entries whose deadline is no
+        # longer the transaction's next timer are skipped when they surface.
+        self._heap: list[tuple[float, int, ClientTransaction | ServerTransaction]] = []
+        self._count = itertools.count()
+
+    def _touch(self, txn: _Transaction) -> None:
+        when = txn.next_timer()
+        if when is not None and txn.state is not TERMINATED:
+            assert isinstance(txn, ClientTransaction | ServerTransaction)
+            heapq.heappush(self._heap, (when, next(self._count), txn))
+
+    def _watch(self, txn: ClientTransaction | ServerTransaction) -> None:
+        txn.watcher = self._touch
+        self._touch(txn)
 
     def __len__(self) -> int:
         return len(self.transactions())
@@ -742,9 +764,11 @@ class TransactionTable:
         if old is not None and old.state is not TERMINATED:
             raise ValueError(f"a client transaction for {txn.key} exists already")
         self._clients[txn.key] = txn
+        self._watch(txn)
 
     def add_server(self, txn: ServerTransaction) -> None:
         """Hold a new server transaction (created for a request that matched none)."""
+        self._watch(txn)
         if txn.key is None:
             self._legacy.append(txn)
             return
@@ -822,27 +846,35 @@ class TransactionTable:
 
     def next_timer(self) -> float | None:
         """The earliest time any held transaction needs ``handle_timers``."""
-        times = [t for txn in self.transactions() if (t := txn.next_timer()) is not None]
-        return min(times, default=None)
+        heap = self._heap
+        while heap:
+            when, _, txn = heap[0]
+            if txn.state is not TERMINATED and txn.next_timer() == when and self._holds(txn):
+                return when
+            heapq.heappop(heap)
+        return None
 
     def handle_timers(
         self, now: float
     ) -> list[tuple[ClientTransaction | ServerTransaction, Action]]:
-        """Fire the due timers of every transaction; drop those that terminated."""
+        """Fire the due timers of every transaction, earliest first; drop terminated ones."""
         out: list[tuple[ClientTransaction | ServerTransaction, Action]] = []
-        due: list[tuple[float, ClientTransaction | ServerTransaction]] = []
-        for txn in self.transactions():
-            when = txn.next_timer()
-            if txn.state is TERMINATED:
-                self.remove(txn)
-            elif when is not None and when <= now:
-                due.append((when, txn))
-        due.sort(key=lambda pair: pair[0])
-        for _, txn in due:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            when, _, txn = heapq.heappop(heap)
+            if txn.state is TERMINATED or txn.next_timer() != when or not self._holds(txn):
+                continue
             out += [(txn, action) for action in txn.handle_timer(now)]
             if txn.state is TERMINATED:
                 self.remove(txn)
         return out
+
+    def _holds(self, txn: ClientTransaction | ServerTransaction) -> bool:
+        if isinstance(txn, ClientTransaction):
+            return self._clients.get(txn.key) is txn
+        if txn.key is None:
+            return txn in self._legacy
+        return self._servers.get(txn.key[:3], {}).get(txn.key[3]) is txn
 
     def _live(self, txn: _T | None) -> _T | None:
         if txn is not None and txn.state is TERMINATED:

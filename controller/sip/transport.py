@@ -363,16 +363,55 @@ class SIPTransport:
             port = int(rport)  # RFC 3581 §4: back to the source port
         await self._send(resp.to_bytes(), Peer(transport, host, port))
 
+    def send_nowait(self, msg: Request | Response, peer: Peer | None) -> bool:
+        """Send at once when no connection must be opened; False means use the async path.
+
+        Transactions send from inside timer and receive callbacks; UDP and
+        open connections need no task, which keeps a busy server's event
+        loop short.
+        """
+        if isinstance(msg, Request):
+            if peer is None or peer.transport != "udp":
+                return False
+            data = msg.to_bytes()
+            if len(data) > MTU_LIMIT and "tcp" in self.ports:
+                return False
+            self._sendto(data, peer)
+            return True
+        via = msg.top_via
+        if via is None:
+            return False
+        if peer is not None and peer.transport in STREAM_TRANSPORTS:
+            conn = self._connections.get(peer)
+            if conn is None or conn.transport is None or conn.transport.is_closing():
+                return False
+            conn.write(msg.to_bytes())
+            self.stats.sent += 1
+            return True
+        if via.transport.lower() != "udp":
+            return False
+        host, port = via.sent_by
+        host = via.param("maddr") or via.param("received") or host
+        rport = via.param("rport")
+        if rport:
+            port = int(rport)
+        self._sendto(msg.to_bytes(), Peer("udp", host, port))
+        return True
+
+    def _sendto(self, data: bytes, peer: Peer) -> None:
+        if self._udp is None or self._udp.transport is None:
+            raise ConnectionError("no UDP socket")
+        if len(data) > MAX_MESSAGE:
+            raise ValueError("message too large for UDP")
+        self._udp.transport.sendto(data, (peer.host.strip("[]"), peer.port))
+        self.stats.sent += 1
+
     async def _send(self, data: bytes, peer: Peer) -> None:
         if peer.transport == "udp":
-            if self._udp is None or self._udp.transport is None:
-                raise ConnectionError("no UDP socket")
-            if len(data) > MAX_MESSAGE:
-                raise ValueError("message too large for UDP")
-            self._udp.transport.sendto(data, (peer.host.strip("[]"), peer.port))
-        else:
-            conn = self._connections.get(peer) or await self._connect(peer)
-            conn.write(data)
+            self._sendto(data, peer)
+            return
+        conn = self._connections.get(peer) or await self._connect(peer)
+        conn.write(data)
         self.stats.sent += 1
 
     async def _connect(self, peer: Peer) -> _Stream:

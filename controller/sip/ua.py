@@ -110,7 +110,7 @@ class UserAgent:
         self._waiters: dict[int, asyncio.Future[Response]] = {}
         self._provisional: dict[int, Callable[[Response], None]] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._pending_2xx: dict[tuple[str, str, str], asyncio.Task] = {}
+        self._pending_2xx: dict[tuple[str, str, str], asyncio.TimerHandle] = {}
         self.calls_answered = 0
 
     # --- lifecycle -----------------------------------------------------------
@@ -188,6 +188,13 @@ class UserAgent:
     def _send(self, txn: ClientTransaction | ServerTransaction, action: Send) -> None:
         msg = action.message
         dest = action.dest
+        try:
+            if self.transport.send_nowait(msg, dest):
+                return
+        except (OSError, ValueError) as e:
+            log.info("send failed: %s", e)
+            self._apply(txn, txn.transport_error(self._now()))
+            return
 
         async def go() -> None:
             try:
@@ -416,15 +423,21 @@ class UserAgent:
         assert incoming.dialog is not None
         key = incoming.dialog.id
         t1, t2 = self.timers.t1, self.timers.t2
+        loop = asyncio.get_running_loop()
+        state = {"interval": t1, "waited": 0.0}
 
-        async def loop() -> None:
-            interval, waited = t1, 0.0
-            while waited < 64 * t1:
-                await asyncio.sleep(interval)
-                waited += interval
-                await self.transport.send_response(resp, incoming.peer)
-                interval = min(interval * 2, t2)
-            self._pending_2xx.pop(key, None)
-            log.info("no ACK for the 2xx of %s", key[0])
+        def fire() -> None:
+            state["waited"] += state["interval"]
+            try:
+                self.transport.send_nowait(resp, incoming.peer) or self.transport._run(
+                    self.transport.send_response(resp, incoming.peer))
+            except (OSError, ValueError) as e:
+                log.info("2xx retransmission failed: %s", e)
+            state["interval"] = min(state["interval"] * 2, t2)
+            if state["waited"] + state["interval"] > 64 * t1:
+                self._pending_2xx.pop(key, None)
+                log.info("no ACK for the 2xx of %s", key[0])
+                return
+            self._pending_2xx[key] = loop.call_later(state["interval"], fire)
 
-        self._pending_2xx[key] = asyncio.ensure_future(loop())
+        self._pending_2xx[key] = loop.call_later(t1, fire)
