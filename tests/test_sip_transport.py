@@ -259,3 +259,16 @@ async def test_tls_between_two_transports(tls_files: tuple[Path, Path]) -> None:
     finally:
         await client.close()
         await server.close()
+
+
+async def test_idle_connections_are_closed() -> None:
+    server = SIPTransport("127.0.0.1", lambda r, p: None, lambda r, p: None, idle_timeout=0.2)
+    port = await server.listen_tcp("127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        # The server closes the silent connection: our read sees end of stream.
+        assert await asyncio.wait_for(reader.read(100), TIMEOUT) == b""
+        assert server._connections == {}
+    finally:
+        writer.close()
+        await server.close()

@@ -280,6 +280,27 @@ class UserAgent:
         await self.transport.send_request(ack, self._dest_for(dialog, dest))
         return resp, dialog
 
+    async def cancel(self, invite: Request, dest: Peer) -> Response:
+        """CANCEL a pending INVITE we sent (§9.1); returns the answer to the CANCEL.
+
+        Same Request-URI, Call-ID, From, To, CSeq number and top Via (so the
+        same branch) as the INVITE, and its Route headers.
+        """
+        rows = [("Via", str(invite.top_via))]
+        for name, key, value in invite.headers:
+            if key in ("route", "max-forwards", "from", "to", "call-id"):
+                rows.append((name, value))
+        assert invite.cseq is not None
+        rows += [("CSeq", f"{invite.cseq.seq} CANCEL"), ("Content-Length", "0")]
+        req = Request("CANCEL", invite.uri, rows)
+        txn = ClientTransaction(req, dest, self._now(), dest.transport in STREAM_TRANSPORTS,
+                                self.timers)
+        fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._waiters[id(txn)] = fut
+        self.table.add_client(txn)
+        self._apply(txn, txn.start(self._now()))
+        return await fut
+
     async def bye(self, dialog: Dialog, dest: Peer) -> Response:
         """End a call (§15.1.1)."""
         req = dialog.create_request("BYE")
@@ -324,7 +345,7 @@ class UserAgent:
             self._apply(txn, txn.receive_request(req, now))
             return
         if req.method == "ACK":
-            self._on_ack(req)
+            self._on_ack(req, peer)
             return
         err = check_request(req, self.supported)
         refusal = error_response(req, err) if err is not None else None
@@ -377,7 +398,7 @@ class UserAgent:
                 if asyncio.iscoroutine(result):
                     self.transport._run(result)
 
-    def _on_ack(self, req: Request) -> None:
+    def _on_ack(self, req: Request, peer: Peer) -> None:
         to, from_ = req.to, req.from_
         if to is None or from_ is None:
             return
@@ -388,6 +409,11 @@ class UserAgent:
         dialog = self.dialogs.get(key)
         if dialog is not None:
             dialog.confirmed = True
+        handler = self.handlers.get("ACK")
+        if handler is not None:
+            result = handler(Incoming(req, peer, self, None, dialog, to.tag or "", True))
+            if asyncio.iscoroutine(result):
+                self.transport._run(result)
 
     def _allowed(self) -> list[str]:
         return sorted(set(ALLOW) | set(self.handlers))
