@@ -239,7 +239,7 @@ def report_parse(figs: dict[str, float]) -> str:
         "",
         "What each path does:",
         "  ours LAZY: parse_message() (start line and header rows split, Content-Length read),",
-        "    then Call-ID, CSeq and every Via parsed and the top branch read; the",
+        "    then Call-ID, CSeq and the top Via parsed and its branch read; the",
         "    Request-URI stays text.",
         "  ours FULL: parse_message() + validate(): every known header and the Request-URI",
         "    parsed and checked; the body is read as bytes. We do not parse SDP yet, so",

@@ -8,6 +8,8 @@ sense, so they are never split.
 
 from __future__ import annotations
 
+import re
+
 from sipmesh.sip.errors import SIPParseError
 from sipmesh.sip.grammar import (
     TOKEN_CHARS,
@@ -163,9 +165,15 @@ def parse_uint(value: str, header: str, limit: int = 2**32 - 1) -> int:
     return int(v)
 
 
+_WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
+_CALL_ID = re.compile(f"{_WORD}(?:@{_WORD})?")
+
+
 def parse_call_id(value: str) -> str:
     """Call-ID (§20.8): word [ "@" word ]; compared byte for byte."""
     v = value.strip()
+    if _CALL_ID.fullmatch(v):
+        return v
     left, _, right = v.partition("@")
     if not left or ("@" in v and not right) or "@" in right:
         raise SIPParseError(f"Call-ID {v!r} is not word[@word]", header="Call-ID")
