@@ -17,7 +17,9 @@ connecting to its TLS port, and is always stopped with SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -107,6 +109,11 @@ def kamailio() -> str:
     pytest.fail("kamailio or its tls module is missing although make test installs them as root")
 
 
+def die_with_parent() -> None:
+    """In the child before exec: SIGTERM when pytest dies without its teardown (Linux)."""
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port(kind: int) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
@@ -167,6 +174,7 @@ def judge() -> Iterator[Kamailio]:
                 [exe, "-DD", "-E", "-f", str(cfg), "-Y", str(rundir),
                  "-P", str(rundir / "kamailio.pid"), "-m", "64", "-M", "8"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
             )
         wait_ready(proc, judge)
         text = judge.log_text()
@@ -259,13 +267,14 @@ async def test_kamailio_relays_options_over_tls_to_our_server(judge: Kamailio) -
     cport = sock.get_extra_info("sockname")[1]
     our_tls = ua.transport.ports["tls"]
     target = f"sip:sipmesh@127.0.0.1:{our_tls};transport=tls"
-    call_id = f"kamailio-relay-{cport}@127.0.0.1"
+    tag = secrets.token_hex(8)  # a new transaction for Kamailio, never a retransmission
+    call_id = f"kamailio-relay-{tag}@127.0.0.1"
     raw = (
         f"OPTIONS {target} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:{cport};rport;branch=z9hG4bKrelay{cport}\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{cport};rport;branch=z9hG4bK{tag}\r\n"
         "Max-Forwards: 70\r\n"
         f"To: <{target}>\r\n"
-        f"From: <sip:probe@127.0.0.1:{cport}>;tag=probe\r\n"
+        f"From: <sip:probe@127.0.0.1:{cport}>;tag={tag}\r\n"
         f"Call-ID: {call_id}\r\n"
         "CSeq: 1 OPTIONS\r\n"
         "Content-Length: 0\r\n\r\n"
@@ -288,7 +297,7 @@ async def test_kamailio_relays_options_over_tls_to_our_server(judge: Kamailio) -
     assert resp.call_id == call_id
     # Our UA answered (Kamailio's own 200 would carry no Allow), and over TLS.
     assert "OPTIONS" in resp.allow and resp.get("Accept") == "application/sdp"
-    assert len(seen) == 1 and seen[0].transport == "tls" and seen[0].host == "127.0.0.1"
+    assert len(seen) == 1 and seen[0].transport == "tls" and seen[0].host == "127.0.0.1", seen
     # The response went back down the Vias: Kamailio's was removed, ours is the only one.
     vias = resp.via
     assert len(vias) == 1 and vias[0].transport.upper() == "UDP" and vias[0].port == cport

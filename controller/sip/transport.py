@@ -229,16 +229,25 @@ class SIPTransport:
         return self.ports[name]
 
     async def close(self) -> None:
-        """Stop listening and close every connection."""
+        """Stop listening and close every connection, waiting until each is closed."""
         for server in self._servers:
             server.close()
-        for conn in list(self._connections.values()):
+        # A connection may be known under two peers (accepted and dialled).
+        conns = list({id(c): c for c in self._connections.values()}.values())
+        for conn in conns:
             if conn.transport is not None:
                 conn.transport.close()
         for server in self._servers:
             await server.wait_closed()
         if self._udp is not None and self._udp.transport is not None:
             self._udp.transport.close()
+        # TLS needs loop turns for close_notify before the socket really closes.
+        for conn in conns:
+            try:
+                await asyncio.wait_for(conn.closed.wait(), 2.0)
+            except TimeoutError:
+                if conn.transport is not None:
+                    conn.transport.abort()
         for task in list(self._tasks):
             task.cancel()
 
