@@ -374,6 +374,12 @@ class UserAgent:
                 return
             incoming.dialog = dialog
             incoming.to_tag = dialog.local_tag
+            if req.method == "BYE":
+                # §15.1.2: the BYE ends the dialog (its 200 needs no dialog state).
+                self.dialogs.pop(dialog.id, None)
+                pending = self._pending_2xx.pop(dialog.id, None)
+                if pending is not None:
+                    pending.cancel()
         handler = self.handlers.get(req.method)
         if handler is None:
             incoming.respond(405, headers=[("Allow", ", ".join(self._allowed()))])
