@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 HOLD = 30
-RATES = (150, 300, 450, 600, 750, 900, 1050, 1200)
+RATES = (150, 300, 450, 600, 750, 900, 1050, 1200, 1350, 1500)
 MAX_FAILED = 0.001
 GOAL = 750
 
