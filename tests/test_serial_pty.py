@@ -9,9 +9,7 @@ answered, and every value must survive the trip through both runtimes.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import serial
+from judges import require
 
 from sipmesh.boards import unixport
 from sipmesh.proto import cbor, frame
@@ -26,20 +25,10 @@ from sipmesh.proto import cbor, frame
 HERE = Path(__file__).resolve().parent
 
 
-def _need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path:
-        return path
-    if os.geteuid() != 0:
-        pytest.skip(f"{tool} is not installed and this run is not root, so make test could not "
-                    "install it (Debian package list: tests/debian-packages.txt)")
-    pytest.fail(f"{tool} is missing although make test installs it as root")
-
-
 @pytest.fixture
 def pty_pair() -> Iterator[tuple[str, str]]:
     """Two linked PTYs from socat; waits for socat's own report that both exist."""
-    socat = _need("socat")
+    socat = require("socat")
     proc = subprocess.Popen(
         [socat, "-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0"],
         stderr=subprocess.PIPE, text=True,

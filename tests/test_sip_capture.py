@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -42,6 +41,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from judges import require
 from test_sip_sipp import answering_ua, counters, run_sipp
 
 CALLS = 50
@@ -58,13 +58,7 @@ OPTIONAL = {("INVITE", "100")}
 
 
 def tshark() -> str:
-    path = shutil.which("tshark")
-    if path:
-        return path
-    if os.geteuid() != 0:
-        pytest.skip("tshark is not installed and this run is not root, so make test could not "
-                    "install it (Debian package list: tests/debian-packages.txt)")
-    pytest.fail("tshark is missing although make test installs it as root")
+    return require("tshark")
 
 
 @contextlib.asynccontextmanager

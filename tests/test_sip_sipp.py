@@ -8,11 +8,10 @@ only when no call failed, and its summary is checked too.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
 
 import pytest
+from judges import require
 
 from sipmesh.sip.transport import Peer
 from sipmesh.sip.ua import Incoming, UserAgent
@@ -22,13 +21,7 @@ SDP = (b"v=0\r\no=sipmesh 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt
 
 
 def sipp() -> str:
-    path = shutil.which("sipp")
-    if path:
-        return path
-    if os.geteuid() != 0:
-        pytest.skip("sipp (Debian sip-tester) is not installed and this run is not root, so "
-                    "make test could not install it")
-    pytest.fail("sipp is missing although make test installs it as root")
+    return require("sipp", "sip-tester")
 
 
 async def answering_ua() -> UserAgent:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from judges import require, self_signed_cert
 
 from sipmesh.sip.message import Response
 from sipmesh.sip.parser import parse_message
@@ -99,14 +100,10 @@ request_route {{
 
 
 def kamailio() -> str:
-    path = shutil.which("kamailio") or (
-        "/usr/sbin/kamailio" if os.access("/usr/sbin/kamailio", os.X_OK) else None)
-    if path and os.path.exists(os.path.join(MODULES, "tls.so")):
-        return path
-    if os.geteuid() != 0:
-        pytest.skip("kamailio with kamailio-tls-modules is not installed and this run is not "
-                    "root, so make test could not install it")
-    pytest.fail("kamailio or its tls module is missing although make test installs them as root")
+    exe = require("kamailio", "kamailio", "/usr/sbin/kamailio")
+    if not os.path.exists(os.path.join(MODULES, "tls.so")):
+        require("kamailio-tls.so", "kamailio-tls-modules")
+    return exe
 
 
 def die_with_parent() -> None:
@@ -152,13 +149,7 @@ def judge() -> Iterator[Kamailio]:
     rundir = Path(tempfile.mkdtemp(prefix="sipmesh-kamailio-"))
     proc: subprocess.Popen | None = None
     try:
-        key, cert = rundir / "key.pem", rundir / "cert.pem"
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-             "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj",
-             "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-            check=True, capture_output=True,
-        )
+        key, cert = self_signed_cert(rundir)
         tls_cfg = rundir / "tls.cfg"
         tls_cfg.write_text(TLS_CFG.format(key=key, cert=cert))
         judge = Kamailio(free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM),

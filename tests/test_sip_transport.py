@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
+from judges import self_signed_cert
 from sip_cases import CASES, SUPPORTED
 
 from sipmesh.sip.message import Request, Response
@@ -221,15 +221,7 @@ async def test_large_request_moves_to_tcp_and_responses_not_for_us_are_dropped()
 
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("tls")
-    key, cert = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj",
-         "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
-    return key, cert
+    return self_signed_cert(tmp_path_factory.mktemp("tls"))
 
 
 async def test_tls_between_two_transports(tls_files: tuple[Path, Path]) -> None:
