@@ -13,6 +13,7 @@ import signal
 
 from sipmesh import __version__
 from sipmesh.config import Config
+from sipmesh.sip.ua import UserAgent
 
 log = logging.getLogger("sipmesh")
 
@@ -34,11 +35,34 @@ class Controller:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         log.info("sipmesh %s starting: branch %r, config: %s", __version__, cfg.branch, cfg.source)
         log.info("data folder: %s", cfg.data_dir.resolve())
-        log.info("services started: none yet (this build has the portable codecs only)")
+        ua = await self._start_sip()
         log.info("controller ready; Ctrl-C stops it")
-        await self._stop.wait()
-        log.info("stopping")
-        log.info("stopped")
+        try:
+            await self._stop.wait()
+        finally:
+            log.info("stopping")
+            if ua is not None:
+                await ua.close()
+            log.info("stopped")
+
+    async def _start_sip(self) -> UserAgent | None:
+        """The SIP user agent on the configured sockets (none: nothing listens)."""
+        cfg = self.config
+        if not cfg.sip_listen:
+            log.info("SIP: no listen address configured, not started")
+            return None
+        hosts = {host for _, host, _ in cfg.sip_listen}
+        if len(hosts) > 1:
+            raise ValueError("sip.listen: one host address for now")
+        ua = UserAgent(hosts.pop(), user=cfg.sip_user, user_agent=f"sipmesh/{__version__}")
+        for proto, _, port in cfg.sip_listen:
+            if proto == "udp":
+                await ua.transport.listen_udp(ua.host, port)
+            else:
+                await ua.transport.listen_tcp(ua.host, port)
+        ports = ", ".join(f"{p} {ua.host}:{n}" for p, n in sorted(ua.transport.ports.items()))
+        log.info("SIP user agent sip:%s@%s listening on %s", cfg.sip_user, ua.host, ports)
+        return ua
 
 
 async def serve(config: Config) -> None:

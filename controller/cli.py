@@ -32,6 +32,8 @@ def _cmd_config(args: argparse.Namespace) -> int:
     print(f"branch    {cfg.branch}")
     print(f"data_dir  {cfg.data_dir}")
     print(f"log_level {cfg.log_level}")
+    listen = ", ".join(f"{p}:{h}:{n}" for p, h, n in cfg.sip_listen) or "(nothing)"
+    print(f"sip       sip:{cfg.sip_user}@ listening on {listen}")
     return 0
 
 

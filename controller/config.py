@@ -27,6 +27,8 @@ class Config:
     data_dir: Path
     log_level: str
     source: str
+    sip_listen: tuple[tuple[str, str, int], ...] = ()
+    sip_user: str = "controller"
 
 
 def default_text() -> str:
@@ -51,7 +53,7 @@ def load(path: str | Path | None = None) -> Config:
 
 
 def _validate(doc: dict, source: str) -> Config:
-    unknown = set(doc) - {"controller"}
+    unknown = set(doc) - {"controller", "sip"}
     if unknown:
         raise ConfigError(f"{source}: unknown section(s): {', '.join(sorted(unknown))}")
     section = doc.get("controller", {})
@@ -69,4 +71,31 @@ def _validate(doc: dict, source: str) -> Config:
     log_level = section.get("log_level", "info")
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"{source}: controller.log_level must be one of {', '.join(LOG_LEVELS)}")
-    return Config(branch=branch, data_dir=Path(data_dir), log_level=log_level, source=source)
+    listen, user = _sip(doc.get("sip", {}), source)
+    return Config(branch=branch, data_dir=Path(data_dir), log_level=log_level, source=source,
+                  sip_listen=listen, sip_user=user)
+
+
+def _sip(section: object, source: str) -> tuple[tuple[tuple[str, str, int], ...], str]:
+    if not isinstance(section, dict):
+        raise ConfigError(f"{source}: [sip] must be a table")
+    unknown = set(section) - {"listen", "user"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) in [sip]: {', '.join(sorted(unknown))}")
+    entries = section.get("listen", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"{source}: sip.listen must be a list of \"udp|tcp:HOST:PORT\"")
+    listen = []
+    for entry in entries:
+        proto, _, rest = str(entry).partition(":")
+        host, _, port = rest.rpartition(":")
+        if proto == "tls":
+            raise ConfigError(f"{source}: sip.listen {entry!r}: TLS needs a certificate, "
+                              "which this release cannot configure yet")
+        if proto not in ("udp", "tcp") or not host or not port.isdigit() or int(port) > 65535:
+            raise ConfigError(f"{source}: sip.listen {entry!r} is not \"udp|tcp:HOST:PORT\"")
+        listen.append((proto, host.strip("[]"), int(port)))
+    user = section.get("user", "controller")
+    if not isinstance(user, str) or not user or not user.replace("-", "").isalnum():
+        raise ConfigError(f"{source}: sip.user must be letters, digits and '-'")
+    return tuple(listen), user

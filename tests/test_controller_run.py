@@ -37,7 +37,13 @@ def test_run_with_embedded_default_stops_cleanly(tmp_path: Path, sig: signal.Sig
         log = "".join(_read_until(proc, "controller ready"))
         assert "config: embedded default" in log
         assert "branch 'demo'" in log
+        assert "listening on tcp 127.0.0.1:5060, udp 127.0.0.1:5060" in log
         assert (tmp_path / ".sipmesh").is_dir()
+        # The demo controller answers a SIP ping on loopback.
+        ping = subprocess.run([SIPMESH, "sip", "options", "sip:controller@127.0.0.1:5060"],
+                              capture_output=True, text=True, timeout=60)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        assert "200 OK" in ping.stdout and "sipmesh/" in ping.stdout
         proc.send_signal(sig)
         rest = proc.communicate(timeout=30)[1]
     finally:
@@ -49,7 +55,8 @@ def test_run_with_embedded_default_stops_cleanly(tmp_path: Path, sig: signal.Sig
 
 def test_run_with_config_file(tmp_path: Path) -> None:
     cfg = tmp_path / "branch.toml"
-    cfg.write_text('[controller]\nbranch = "lyon-2"\ndata_dir = "state"\n')
+    cfg.write_text('[controller]\nbranch = "lyon-2"\ndata_dir = "state"\n'
+                   '[sip]\nlisten = ["udp:127.0.0.1:0"]\n')
     proc = _start(tmp_path, "--config", str(cfg))
     try:
         log = "".join(_read_until(proc, "controller ready"))
@@ -59,15 +66,32 @@ def test_run_with_config_file(tmp_path: Path) -> None:
         proc.kill()
     assert "branch 'lyon-2'" in log and str(cfg) in log
     assert (tmp_path / "state").is_dir()
+    assert "listening on udp 127.0.0.1:" in log and "tcp" not in log.split("listening on")[1]
+
+
+def test_no_sip_listen_means_nothing_listens(tmp_path: Path) -> None:
+    cfg = tmp_path / "quiet.toml"
+    cfg.write_text("[sip]\nlisten = []\n")
+    proc = _start(tmp_path, "--config", str(cfg))
+    try:
+        log = "".join(_read_until(proc, "controller ready"))
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert "SIP: no listen address configured, not started" in log
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("[controller]\nbranche = 'x'\n", "unknown key(s) in [controller]: branche"),
-        ("[sip]\n", "unknown section(s): sip"),
+        ("[sipp]\n", "unknown section(s): sipp"),
         ("[controller]\nlog_level = 'loud'\n", "log_level must be one of"),
         ("[controller\n", "branch.toml"),
+        ("[sip]\nlisten = [\"sctp:127.0.0.1:5060\"]\n", "is not \"udp|tcp:HOST:PORT\""),
+        ("[sip]\nlisten = [\"tls:127.0.0.1:5061\"]\n", "TLS needs a certificate"),
+        ("[sip]\nport = 5060\n", "unknown key(s) in [sip]: port"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:

@@ -65,6 +65,7 @@ class Incoming:
                  content_type: str | None = None) -> Response:
         """A response to this request with our To tag (§8.2.6.2)."""
         resp = make_response(self.request, status, reason, to_tag=self.to_tag)
+        resp.add("Server", self.ua.user_agent)  # §20.35
         for name, value in headers or []:
             resp.add(name, value)
         if body:
