@@ -17,7 +17,13 @@ import pytest
 
 from sipmesh.boards import unixport
 
-MODULES = ["cbor_checks", "cbor_malformed_checks", "frame_checks", "reload_checks"]
+MODULES = [
+    "cbor_checks",
+    "cbor_malformed_checks",
+    "frame_checks",
+    "reload_checks",
+    "reload_storage_checks",
+]
 
 PORTABLE = Path(__file__).resolve().parent / "portable"
 sys.path.insert(0, str(PORTABLE))
