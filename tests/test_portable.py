@@ -23,6 +23,7 @@ MODULES = [
     "frame_checks",
     "reload_checks",
     "reload_storage_checks",
+    "reload_topology_checks",
 ]
 
 PORTABLE = Path(__file__).resolve().parent / "portable"
