@@ -1,0 +1,1 @@
+"""P2PSIP overlay peer (RELOAD, RFC 6940) on the controller."""
