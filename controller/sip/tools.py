@@ -8,7 +8,6 @@ are not done here, so give an address or a name with A records).
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import signal
@@ -16,6 +15,7 @@ import ssl
 import sys
 import time
 
+from sipmesh.app import tune_collector
 from sipmesh.sip.message import Response
 from sipmesh.sip.transport import Peer
 from sipmesh.sip.ua import Incoming, UserAgent
@@ -114,12 +114,7 @@ async def _listen(args) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    # A busy SIP server keeps tens of thousands of transactions alive for
-    # Timer J's 32 s; with CPython's default thresholds the collector scans
-    # them so often that pauses reach T1 and 2xx retransmissions pile up.
-    # Freeze what start-up created and collect young objects less often.
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    tune_collector()
     ports = ", ".join(f"{t} {p}" for t, p in sorted(ua.transport.ports.items()))
     log.info("listening on %s (%s) as sip:%s@%s", args.bind, ports, args.user, args.bind)
     await stop.wait()
