@@ -278,7 +278,7 @@ class UserAgent:
         assert req.cseq is not None
         ack = dialog.create_request("ACK", cseq=req.cseq.seq)
         ack.add("Via", str(self.transport.via_for(dest.transport, new_branch())), top=True)
-        await self.transport.send_request(ack, self._dest_for(dialog, dest))
+        await self.transport.send_request(ack, dest)
         return resp, dialog
 
     async def cancel(self, invite: Request, dest: Peer) -> Response:
@@ -305,12 +305,9 @@ class UserAgent:
     async def bye(self, dialog: Dialog, dest: Peer) -> Response:
         """End a call (§15.1.1)."""
         req = dialog.create_request("BYE")
-        resp = await self.request(req, self._dest_for(dialog, dest))
+        resp = await self.request(req, dest)
         self.dialogs.pop(dialog.id, None)
         return resp
-
-    def _dest_for(self, dialog: Dialog, default: Peer) -> Peer:
-        return default
 
     # --- server side -----------------------------------------------------------
 

@@ -170,6 +170,23 @@ class ReloadEncodeError(ValueError):
     """A value that cannot be encoded (out of range or too long)."""
 
 
+class _S:
+    # Equality and repr from the attributes, shared by the body modules
+    # (reload_storage, reload_topology) so that each stays small on a board.
+    def __eq__(self, other):
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __repr__(self):
+        d = self.__dict__
+        return "%s(%s)" % (
+            type(self).__name__,
+            ", ".join(["%s=%r" % (k, d[k]) for k in sorted(d)]),
+        )
+
+
 # ---------------------------------------------------------------- reading
 
 

@@ -38,6 +38,7 @@ A kind id repeated in one StoreReq or FindReq is invalid (7.4.1.1,
 """
 
 from sipmesh.proto.reload import (
+    _S,
     ERROR_UNKNOWN_KIND,
     NODE_ID_LEN,
     ReloadDecodeError,
@@ -74,21 +75,6 @@ MAX_VALUES = const(256)
 MAX_ITEMS = const(256)
 MAX_REPLICAS = const(16)
 
-
-class _S:
-    # Generic equality and repr from the attributes (keeps the module small).
-    def __eq__(self, other):
-        return type(self) is type(other) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
-    def __repr__(self):
-        d = self.__dict__
-        return "%s(%s)" % (
-            type(self).__name__,
-            ", ".join(["%s=%r" % (k, d[k]) for k in sorted(d)]),
-        )
 
 
 def _bool(v):
@@ -544,22 +530,27 @@ class FetchAns(_S):
         return _op32(_join(self.kind_responses))
 
 
-def _fetch_kind_response(r, kinds):
-    k, m = kinds.model(r, True)
-    g = r.u64("generation")
-    if m is None:
-        _skip(r, 4, "values")
-        return None
-    return FetchKindResponse(k, g, _list(r, 4, "values", MAX_VALUES, _stored_data, m))
+def _kind_responses(body, models, name, ans_cls, resp_cls, value):
+    """FetchAns and StatAns share a layout (7.4.2.2, 7.4.3.2): kind responses of values."""
+
+    def one(r, kinds):
+        k, m = kinds.model(r, True)
+        g = r.u64("generation")
+        if m is None:
+            _skip(r, 4, "values")
+            return None
+        return resp_cls(k, g, _list(r, 4, "values", MAX_VALUES, value, m))
+
+    r = _Reader(body)
+    kinds = _Kinds(models)
+    kr = _list(r, 4, "kind_responses", MAX_KINDS, one, kinds)
+    r.done(name)
+    kinds.check()
+    return ans_cls(kr)
 
 
 def decode_fetch_ans(body, models):
-    r = _Reader(body)
-    kinds = _Kinds(models)
-    kr = _list(r, 4, "kind_responses", MAX_KINDS, _fetch_kind_response, kinds)
-    r.done("FetchAns")
-    kinds.check()
-    return FetchAns(kr)
+    return _kind_responses(body, models, "FetchAns", FetchAns, FetchKindResponse, _stored_data)
 
 
 # ---------------------------------------------------------------- 7.4.3 Stat
@@ -601,22 +592,9 @@ class StatAns(FetchAns):
     """StatAns (7.4.3.2): ``kind_responses`` list of StatKindResponse."""
 
 
-def _stat_kind_response(r, kinds):
-    k, m = kinds.model(r, True)
-    g = r.u64("generation")
-    if m is None:
-        _skip(r, 4, "values")
-        return None
-    return StatKindResponse(k, g, _list(r, 4, "values", MAX_VALUES, _stored_meta_data, m))
-
-
 def decode_stat_ans(body, models):
-    r = _Reader(body)
-    kinds = _Kinds(models)
-    kr = _list(r, 4, "kind_responses", MAX_KINDS, _stat_kind_response, kinds)
-    r.done("StatAns")
-    kinds.check()
-    return StatAns(kr)
+    return _kind_responses(body, models, "StatAns", StatAns, StatKindResponse,
+                           _stored_meta_data)
 
 
 # ---------------------------------------------------------------- 7.4.4 Find

@@ -42,6 +42,7 @@ Covered (RFC 6940 section numbers):
 """
 
 from sipmesh.proto.reload import (
+    _S,
     NODE_ID_LEN,
     ReloadDecodeError,
     ReloadEncodeError,
@@ -77,18 +78,6 @@ MAX_NODES = const(128)
 MAX_PROBE = const(32)
 MAX_KIND_DESCRIPTIONS = const(64)
 
-
-class _S:
-    # Generic equality and repr from the attributes (keeps the module small).
-    def __eq__(self, other):
-        return type(self) is type(other) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
-    def __repr__(self):
-        d = self.__dict__
-        return "%s(%s)" % (type(self).__name__, ", ".join(["%s=%r" % (k, d[k]) for k in sorted(d)]))
 
 
 def _boolean(r, what):

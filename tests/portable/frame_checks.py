@@ -6,28 +6,9 @@ only splits the damaged stream on 0x00 and compares segments with the
 original COBS bodies.
 """
 
-from portable import MICROPYTHON, eq, raises, unhex
+from portable import MICROPYTHON, Rng, eq, raises, unhex
 
 from sipmesh.proto import frame
-
-
-class _Rng:
-    """xorshift32 (Marsaglia 2003): identical sequences on both runtimes."""
-
-    def __init__(self, seed):
-        self.s = seed
-
-    def next(self):
-        x = self.s
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.s = x
-        return x
-
-    def below(self, n):
-        return self.next() % n
-
 
 _POOLS = []
 
@@ -35,7 +16,7 @@ _POOLS = []
 def _pools():
     """A 16 KB random pool and the same with every zero replaced by 0x5A."""
     if not _POOLS:
-        rng = _Rng(0x9E3779B9)
+        rng = Rng(0x9E3779B9)
         pool = bytearray(16384)
         for i in range(0, len(pool), 4):
             v = rng.next()
@@ -179,7 +160,7 @@ def check_constants():
 
 def check_round_trip_sizes():
     pool, nz = _pools()
-    rng = _Rng(12345)
+    rng = Rng(12345)
     sizes = (0, 1, 253, 254, 255, 256, 508, 509, 4096, frame.MAX_FRAME - 8)
     dec = frame.FrameDecoder()
     count = 0
@@ -223,7 +204,7 @@ def check_round_trip_block_ends():
 
 
 def check_round_trip_random():
-    rng = _Rng(777)
+    rng = Rng(777)
     frames, wires = _stream(rng, 200, 700)
     dec = frame.FrameDecoder()
     got = []
@@ -239,7 +220,7 @@ def check_crc_fallback_end_to_end():
     try:
         want = unhex("03 01 01 0f 07 a1 62 6f 70 64 70 69 6e 67 d4 75 fb d9 00")
         eq(frame.encode(1, 7, unhex("a1 62 6f 70 64 70 69 6e 67")), want, "vector")
-        rng = _Rng(4242)
+        rng = Rng(4242)
         frames, wires = _stream(rng, 20, 300)
         dec = frame.FrameDecoder()
         _eq_frames(dec.feed(b"".join(wires)), frames, "fallback round trip")
@@ -253,7 +234,7 @@ def check_crc_fallback_end_to_end():
 
 
 def check_stream_byte_by_byte():
-    rng = _Rng(2024)
+    rng = Rng(2024)
     frames, wires = _stream(rng, 50, 400)
     stream = b"\x00" + b"".join(wires)  # leading resync byte
     dec = frame.FrameDecoder()
@@ -266,12 +247,12 @@ def check_stream_byte_by_byte():
 
 
 def check_stream_random_chunks():
-    rng = _Rng(99)
+    rng = Rng(99)
     frames, wires = _stream(rng, 50, 400)
     stream = b"".join(wires)
     for seed in (1, 2, 3, 4, 5):
         dec = frame.FrameDecoder()
-        got = _feed_chunks(dec, stream, _Rng(seed))
+        got = _feed_chunks(dec, stream, Rng(seed))
         _eq_frames(got, frames, "random chunks, seed %d" % seed)
         eq((dec.delivered, dec.dropped), (50, 0), "counters")
     dec = frame.FrameDecoder()
@@ -391,7 +372,7 @@ def _oracle(stream, bodies):
 
 
 def check_damage_oracle():
-    rng = _Rng(31337)
+    rng = Rng(31337)
     cases = 800
     total_drops = 0
     for case in range(cases):
@@ -425,7 +406,7 @@ def check_damage_oracle():
 
 def check_damage_resync_start():
     # A receiver that opens the port mid-frame drops one segment at most.
-    rng = _Rng(555)
+    rng = Rng(555)
     frames, wires = _stream(rng, 10, 200)
     s = b"".join(wires)
     for cut in range(1, len(wires[0]) - 1, 3):
@@ -513,7 +494,7 @@ def check_memory_per_frame():
         return
     import gc
 
-    rng = _Rng(8080)
+    rng = Rng(8080)
     pool, _ = _pools()
     wires = [frame.encode(frame.LOG, k, _slice(pool, rng, 200)) for k in range(100)]
     dec = frame.FrameDecoder()

@@ -6,7 +6,7 @@ structures (sections 5.6.3.1, 6.3.2, 6.3.2.2, 6.3.2.3, 6.3.3, 6.3.3.1,
 xorshift32 so both runtimes run the same cases.
 """
 
-from portable import eq, raises, unhex
+from portable import Rng, damage, eq, raises, unhex
 
 from sipmesh.proto import reload as R
 from sipmesh.proto.reload import ReloadDecodeError, ReloadEncodeError
@@ -79,26 +79,6 @@ ERR_SECURITY = "".join([
 ])  # fmt: skip
 ERR = ERR_HEADER + ERR_CONTENTS + ERR_SECURITY
 
-
-class _Rng:
-    """xorshift32 (Marsaglia 2003): identical sequences on both runtimes."""
-
-    def __init__(self, seed):
-        self.s = seed
-
-    def next(self):
-        x = self.s
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.s = x
-        return x
-
-    def below(self, n):
-        return self.next() % n
-
-    def bytes(self, n):
-        return bytes([self.next() & 0xFF for _ in range(n)])
 
 
 def _err(data, code=R.ERROR_INVALID_MESSAGE):
@@ -258,7 +238,7 @@ def check_frames_encode():
 
 
 def check_frame_stream_chunks():
-    rng = _Rng(7)
+    rng = Rng(7)
     frames = []
     wire = b""
     for i in range(40):
@@ -269,7 +249,7 @@ def check_frame_stream_chunks():
         frames.append(f)
         wire += f.encode()
     for seed in (1, 2, 3):
-        rng = _Rng(seed)
+        rng = Rng(seed)
         d = R.FrameDecoder()
         got = []
         pos = 0
@@ -348,7 +328,7 @@ def _random_message(rng):
 
 
 def check_round_trip_random():
-    rng = _Rng(11)
+    rng = Rng(11)
     for _ in range(60):
         m = _random_message(rng)
         b = m.encode()
@@ -361,7 +341,7 @@ def check_round_trip_random():
 
 
 def check_every_truncation():
-    rng = _Rng(5)
+    rng = Rng(5)
     samples = [unhex(PING), unhex(ERR)] + [_random_message(rng).encode() for _ in range(3)]
     for b in samples:
         for i in range(len(b)):
@@ -372,20 +352,11 @@ def check_every_truncation():
 def check_random_mutations():
     # Anything decoded from damaged bytes must re-encode to the very same
     # bytes (one encoding per value); anything else is ReloadDecodeError.
-    rng = _Rng(3)
+    rng = Rng(3)
     base = [unhex(PING), unhex(ERR)] + [_random_message(rng).encode() for _ in range(4)]
     decoded = 0
     for n in range(1500):
-        b = bytearray(base[n % len(base)])
-        for _ in range(1 + rng.below(3)):
-            k = rng.below(3)
-            p = rng.below(len(b))
-            if k == 0:
-                b[p] = rng.next() & 0xFF
-            elif k == 1:
-                b[p] ^= 1 << rng.below(8)
-            else:
-                b[p:p] = bytes([rng.next() & 0xFF])
+        b = damage(rng, base[n % len(base)], ops=3)
         if rng.below(2):
             # keep the length field right so the damage reaches deeper fields
             n2 = len(b)
@@ -404,7 +375,7 @@ def check_random_mutations():
 
 
 def check_random_garbage():
-    rng = _Rng(9)
+    rng = Rng(9)
     for n in range(300):
         b = rng.bytes(rng.below(80))
         if n % 2 and len(b) >= 20:
