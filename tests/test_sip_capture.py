@@ -62,8 +62,8 @@ def tshark() -> str:
 
 
 @contextlib.asynccontextmanager
-async def capture(exe: str, port: int, pcap: Path) -> AsyncIterator[None]:
-    """Capture SIP on our port (UDP and TCP) into pcap while the block runs.
+async def capture(exe: str, port: int | list[int], pcap: Path) -> AsyncIterator[None]:
+    """Capture our port(s) (UDP and TCP) into pcap while the block runs.
 
     Enters once a probe datagram has been captured; leaves once the end
     marker sent after the block has been captured.
@@ -75,7 +75,9 @@ async def capture(exe: str, port: int, pcap: Path) -> AsyncIterator[None]:
         marker_port = marker.getsockname()[1]
         probe_from = str(prober.getsockname()[1]).encode()
         end_from = str(marker_port).encode()
-        bpf = f"udp port {port} or tcp port {port} or udp port {marker_port}"
+        ports = [port] if isinstance(port, int) else list(port)
+        ours = " or ".join(f"udp port {p} or tcp port {p}" for p in ports)
+        bpf = f"{ours} or udp port {marker_port}"
         proc = await asyncio.create_subprocess_exec(
             exe, "-i", "lo", "-f", bpf, "-w", str(pcap),
             # -P: also print each captured packet, here only its UDP ports,

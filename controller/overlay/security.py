@@ -49,6 +49,7 @@ SIG_ED25519 = rl.SIG_ED25519  # 7
 ERROR_FORBIDDEN = rl.ERROR_FORBIDDEN  # 14.9: 0x2
 
 _URI_PREFIX = "reload://"
+CLOCK_SKEW = datetime.timedelta(hours=1)
 
 
 class SecurityError(Exception):
@@ -145,13 +146,16 @@ def issue(
     negative ``days`` or a past ``now`` gives an expired certificate.
     """
     pub = ed25519.Ed25519PublicKey.from_public_bytes(bytes(public_key))
-    start = _now(now)
-    end = start + datetime.timedelta(days=days)
+    # Valid from an hour back: peers' clocks differ, and a certificate must
+    # not be refused by a peer whose clock is a little behind the CA's.
+    start = _now(now) - CLOCK_SKEW
+    end = _now(now) + datetime.timedelta(days=days)
     if end < start:
         start, end = end - datetime.timedelta(days=1), end
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user_name)]))
+        # §11.3: the subject name MUST be empty; the user name is in the SAN.
+        .subject_name(x509.Name([]))
         .issuer_name(ca.certificate.subject)
         .public_key(pub)
         .serial_number(x509.random_serial_number())
@@ -364,3 +368,72 @@ def verify_stored_data(
         resource_id, kind, stored.storage_time, stored.value, stored.signature.identity
     )
     return _verify(stored.signature, certs, data, trusted_ca, expected_node_id, now)
+
+
+class Verifier:
+    """Message and stored-data verification with a cache of checked certificates.
+
+    Checking a certificate against the CA (11.3) costs far more than the
+    Ed25519 verification itself, and a peer sees the same few dozen
+    certificates all day, so a certificate is checked once and then found by
+    its cert_hash (the SHA-256 the SignerIdentity carries, 6.3.4); only the
+    validity period is checked again on each use. Peers that trust the same
+    CA in one process may share one Verifier.
+    """
+
+    def __init__(self, trusted_ca: CA | x509.Certificate, max_entries: int = 4096):
+        self.trusted_ca = trusted_ca
+        self.max_entries = max_entries
+        self._cache: dict[bytes, tuple[CertInfo, nacl.signing.VerifyKey, float, float]] = {}
+
+    def _lookup(self, sig: rl.Signature, certificates) -> tuple[CertInfo, nacl.signing.VerifyKey]:
+        if sig.hash_alg != HASH_INTRINSIC or sig.sig_alg != SIG_ED25519:
+            raise SecurityError(f"unsupported signature algorithm {sig.hash_alg}/{sig.sig_alg}")
+        ident = sig.identity
+        if ident.type != rl.ID_CERT_HASH or ident.hash_alg != HASH_SHA256:
+            raise SecurityError(f"unsupported signer identity {ident.type} (hash {ident.hash_alg})")
+        entry = self._cache.get(ident.hash)
+        if entry is None:
+            cert = _find_cert(sig, certificates)
+            info = check_certificate(cert, self.trusted_ca)
+            pub = cert.public_key()
+            if not isinstance(pub, ed25519.Ed25519PublicKey):
+                raise SecurityError("signer key is not Ed25519")
+            vk = nacl.signing.VerifyKey(
+                pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            )
+            entry = (info, vk, _not_before(cert).timestamp(), _not_after(cert).timestamp())
+            if len(self._cache) >= self.max_entries:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[bytes(ident.hash)] = entry
+        else:
+            now = _now(None).timestamp()
+            if now < entry[2] or now > entry[3]:
+                raise SecurityError("certificate outside its validity period")
+        return entry[0], entry[1]
+
+    def _check(self, sig, certificates, data: bytes, expected_node_id) -> CertInfo:
+        info, vk = self._lookup(sig, certificates)
+        try:
+            vk.verify(data, sig.value)
+        except (nacl.exceptions.BadSignatureError, ValueError, TypeError) as e:
+            raise SecurityError("signature does not verify") from e
+        if expected_node_id is not None and bytes(expected_node_id) not in info.node_ids:
+            raise SecurityError("certificate does not hold the expected Node-ID")
+        return info
+
+    def verify_message(self, msg: rl.Message, *, expected_node_id: bytes | None = None) -> CertInfo:
+        """As :func:`verify_message`, with the certificate cache."""
+        sec = msg.security
+        return self._check(
+            sec.signature, sec.certificates, rl.message_signed_bytes(msg), expected_node_id
+        )
+
+    def verify_stored_data(
+        self, stored, resource_id: bytes, kind: int, certificates
+    ) -> CertInfo:
+        """As :func:`verify_stored_data`, with the certificate cache."""
+        data = stored_data_signed_bytes(
+            resource_id, kind, stored.storage_time, stored.value, stored.signature.identity
+        )
+        return self._check(stored.signature, certificates, data, None)

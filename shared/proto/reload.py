@@ -5,7 +5,7 @@ turns bytes into plain objects and back; it neither signs nor verifies.
 
 What is covered (RFC 6940 section numbers):
 
-- 5.6.3.1 FramedMessage: DATA ``0x80 | sequence u32 | length u24 | message``
+- 6.6.2 FramedMessage: DATA ``0x80 | sequence u32 | length u24 | message``
   and ACK ``0x81 | ack_sequence u32 | received u32`` (the RFC's enum is
   data(128), ack(129)). :class:`FrameDecoder` is fed arbitrary chunks.
 - 6.3 Message = ForwardingHeader | MessageContents | SecurityBlock.
@@ -56,7 +56,7 @@ except ImportError:
 RELO_TOKEN = const(0xD2454C4F)
 VERSION = const(0x0A)
 
-# FramedMessageType (5.6.3.1)
+# FramedMessageType (6.6.2)
 FRAME_DATA = const(0x80)
 FRAME_ACK = const(0x81)
 _DATA_HDR = const(8)

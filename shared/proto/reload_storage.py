@@ -223,8 +223,12 @@ def stored_data_signed_bytes(resource_id, kind, storage_time, value, identity):
     ``resource_id`` is the Resource-ID's bytes (its value, without the
     ResourceId length byte: the RFC names "the Resource-ID", not its
     encoding), ``kind`` u32, ``storage_time`` u64; ``value`` and
-    ``identity`` are objects or their encoded bytes.
+    ``identity`` are objects or their encoded bytes. An ArrayEntry object
+    is signed with its index set to zero (7.4.2.2), so that an appended
+    value (index 0xffffffff) still verifies at the index it was given.
     """
+    if isinstance(value, ArrayEntry):
+        value = ArrayEntry(0, value.value)
     if not isinstance(value, (bytes, bytearray, memoryview)):
         value = value.encode()
     if not isinstance(identity, (bytes, bytearray, memoryview)):

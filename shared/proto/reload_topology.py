@@ -26,7 +26,8 @@ Covered (RFC 6940 section numbers):
   application u16 | role | candidates``.
 - 6.4.2.1 JoinReq ``joining_peer_id NodeId | overlay_specific_data
   <0..2^16-1>``, JoinAns ``overlay_specific_data<0..2^16-1>``.
-- 6.4.2.2 LeaveReq (same shape as JoinReq); LeaveAns is empty.
+- 6.4.2.2 LeaveReq (same shape as JoinReq); LeaveAns is empty; 10.9
+  ChordLeaveData ``type u8 | NodeId successors|predecessors<0..2^16-1>``.
 - 6.4.2.3 / 10.7 UpdateReq is wholly overlay specific: here the Chord
   ChordUpdate ``uptime u32 | type u8 | [predecessors NodeId<0..2^16-1> |
   successors <..> | fingers <..> (full only)]``. UpdateAns: empty body.
@@ -373,6 +374,47 @@ def decode_join_ans(body):
     d = r.opaque16("overlay_specific_data")
     r.done("JoinAns")
     return JoinAns(d)
+
+
+LEAVE_FROM_SUCC = const(1)
+LEAVE_FROM_PRED = const(2)
+
+
+class ChordLeaveData(_S):
+    """ChordLeaveData (10.9), the LeaveReq overlay_specific_data: ``type``
+    from_succ (with the sender's ``successors``) or from_pred (with its
+    ``predecessors``)."""
+
+    def __init__(self, type, successors=(), predecessors=()):
+        self.type = type
+        self.successors = [bytes(x) for x in successors]
+        self.predecessors = [bytes(x) for x in predecessors]
+
+    def encode(self):
+        t = self.type
+        if t == LEAVE_FROM_SUCC:
+            if self.predecessors:
+                raise ReloadEncodeError("from_succ leave data with predecessors")
+            return _u8(t) + _enc_nodes(self.successors)
+        if t == LEAVE_FROM_PRED:
+            if self.successors:
+                raise ReloadEncodeError("from_pred leave data with successors")
+            return _u8(t) + _enc_nodes(self.predecessors)
+        raise ReloadEncodeError("bad ChordLeaveType %r" % (t,))
+
+
+def decode_chord_leave_data(data):
+    r = _Reader(data)
+    p = r.pos
+    t = r.u8("ChordLeaveType")
+    if t == LEAVE_FROM_SUCC:
+        d = ChordLeaveData(t, successors=_nodes(r, "successors"))
+    elif t == LEAVE_FROM_PRED:
+        d = ChordLeaveData(t, predecessors=_nodes(r, "predecessors"))
+    else:
+        raise ReloadDecodeError("unknown ChordLeaveType %d" % t, p)
+    r.done("ChordLeaveData")
+    return d
 
 
 def decode_empty(body, what="body"):

@@ -1,7 +1,7 @@
 """Portable checks of sipmesh.proto.reload (RFC 6940 framing and message envelope).
 
 The two hand-built vectors below were written byte by byte from the RFC's
-structures (sections 5.6.3.1, 6.3.2, 6.3.2.2, 6.3.2.3, 6.3.3, 6.3.3.1,
+structures (sections 6.6.2, 6.3.2, 6.3.2.2, 6.3.2.3, 6.3.3, 6.3.3.1,
 6.3.4, 6.5.3), not produced by the encoder. Randomness is a fixed-seed
 xorshift32 so both runtimes run the same cases.
 """

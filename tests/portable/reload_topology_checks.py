@@ -410,3 +410,25 @@ def check_limits():
 def check_repr():
     r = repr(T.JoinReq(bytes(16)))
     assert r.startswith("JoinReq(") and "peer_id=" in r, r
+
+
+def check_chord_leave_data():
+    # ChordLeaveData (10.9): type from_succ(1) | successors<0..2^16-1>.
+    v = unhex("01" "0020" + N1 + N2)
+    d = T.decode_chord_leave_data(v)
+    eq(d.type, T.LEAVE_FROM_SUCC)
+    eq([x.hex() for x in d.successors], [N1, N2])
+    eq(d.predecessors, [])
+    eq(d.encode(), v)
+    v = unhex("02" "0010" + N3)
+    d = T.decode_chord_leave_data(v)
+    eq([x.hex() for x in d.predecessors], [N3])
+    eq(d.encode(), v)
+    eq(T.ChordLeaveData(2).encode(), unhex("020000"))
+    raises(ReloadDecodeError, T.decode_chord_leave_data, unhex("000000"))
+    raises(ReloadDecodeError, T.decode_chord_leave_data, unhex("01000f" + N1[:30]))
+    raises(ReloadDecodeError, T.decode_chord_leave_data, unhex("010010" + N1 + "00"))
+    raises(ReloadEncodeError, T.ChordLeaveData(1, predecessors=[unhex(N1)]).encode)
+    raises(ReloadEncodeError, T.ChordLeaveData(2, successors=[unhex(N1)]).encode)
+    raises(ReloadEncodeError, T.ChordLeaveData(3).encode)
+    truncations_fail([(unhex("01" "0020" + N1 + N2), T.decode_chord_leave_data)], ReloadDecodeError)
