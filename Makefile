@@ -18,6 +18,7 @@ bench: $(VENV)/.stamp-bench
 	$(BIN)/python bench/cbor_bench.py
 	$(BIN)/python bench/frame_bench.py
 	$(BIN)/python bench/sip_bench.py
+	$(BIN)/python bench/overlay_bench.py --quick
 
 lint: $(VENV)/.stamp-test
 	$(BIN)/ruff check .

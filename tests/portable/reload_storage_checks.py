@@ -290,7 +290,10 @@ def check_signed_bytes():
     eq(got.hex(), want, "from bytes")
     a = _store(unhex(STORE_ARRAY)).kind_data[0].values[0]
     got = S.stored_data_signed_bytes(b"\x01", 2, 1, a.value, a.signature.identity)
-    eq(got.hex(), "010000000200000000000000010000000701000000026869030000", "array")
+    # 7.4.2.2: an array entry is signed with its index (7 here) set to zero.
+    eq(got.hex(), "010000000200000000000000010000000001000000026869030000", "array")
+    got = S.stored_data_signed_bytes(b"\x01", 2, 1, a.value.encode(), a.signature.identity)
+    eq(got.hex(), "010000000200000000000000010000000701000000026869030000", "array bytes")
 
 
 # ---------------------------------------------------------------- random
