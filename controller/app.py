@@ -14,6 +14,7 @@ import signal
 
 from sipmesh import __version__
 from sipmesh.config import Config
+from sipmesh.overlay.service import OverlayService
 from sipmesh.sip.ua import UserAgent
 
 log = logging.getLogger("sipmesh")
@@ -50,15 +51,34 @@ class Controller:
         log.info("sipmesh %s starting: branch %r, config: %s", __version__, cfg.branch, cfg.source)
         log.info("data folder: %s", cfg.data_dir.resolve())
         ua = await self._start_sip()
+        try:
+            overlay = await self._start_overlay()
+        except BaseException:
+            if ua is not None:
+                await ua.close()
+            raise
         tune_collector()
         log.info("controller ready; Ctrl-C stops it")
         try:
             await self._stop.wait()
         finally:
             log.info("stopping")
+            if overlay is not None:
+                await overlay.stop()
             if ua is not None:
                 await ua.close()
             log.info("stopped")
+
+    async def _start_overlay(self) -> OverlayService | None:
+        """The RELOAD peer (RFC 6940) when ``[overlay] enabled``; it leaves the
+        ring gracefully (§10.9) on shutdown."""
+        cfg = self.config
+        if not cfg.overlay.enabled:
+            log.info("overlay: not enabled")
+            return None
+        service = OverlayService(cfg.overlay, cfg.data_dir, branch=cfg.branch)
+        await service.start()
+        return service
 
     async def _start_sip(self) -> UserAgent | None:
         """The SIP user agent on the configured sockets (none: nothing listens)."""

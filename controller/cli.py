@@ -18,8 +18,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     from sipmesh.app import serve
+    from sipmesh.overlay.service import OverlayServiceError
 
-    asyncio.run(serve(cfg))
+    try:
+        asyncio.run(serve(cfg))
+    except OverlayServiceError as e:
+        print(f"sipmesh: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -34,6 +39,15 @@ def _cmd_config(args: argparse.Namespace) -> int:
     print(f"log_level {cfg.log_level}")
     listen = ", ".join(f"{p}:{h}:{n}" for p, h, n in cfg.sip_listen) or "(nothing)"
     print(f"sip       sip:{cfg.sip_user}@ listening on {listen}")
+    ov = cfg.overlay
+    if ov.enabled:
+        how = "demo CA" if ov.demo else f"enroll as {ov.user} at {ov.enroll_url}"
+        boot = ", ".join(f"{h}:{p}" for h, p in ov.bootstrap) or "from the configuration document"
+        print(f"overlay   peer on {ov.listen[0]}:{ov.listen[1]} "
+              f"({'plain TCP' if ov.plain_tcp else 'TLS'}), {how}, bootstrap {boot}"
+              f"{', may start a ring' if ov.first else ''}")
+    else:
+        print("overlay   (disabled)")
     return 0
 
 
@@ -73,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument("files", nargs="+", metavar="FILE")
     lint.add_argument("--json", action="store_true", help="machine-readable output")
     lint.set_defaults(func=_cmd_sip_lint)
+
+    overlay = sub.add_parser("overlay", help="RELOAD overlay: start a peer, ring, store, fetch")
+    overlay_sub = overlay.add_subparsers(dest="overlay_command", metavar="OVERLAYCOMMAND",
+                                         required=True)
+    from sipmesh.overlay_cli import add_commands as add_overlay_commands
+
+    add_overlay_commands(overlay_sub)
     return parser
 
 

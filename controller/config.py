@@ -8,7 +8,7 @@ telephony appliance's configuration must be seen at start, not in a call.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -17,6 +17,22 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 class ConfigError(ValueError):
     """The configuration file is unreadable or holds a wrong value."""
+
+
+@dataclass(frozen=True)
+class OverlayOptions:
+    """The ``[overlay]`` section: how this controller takes part in the
+    RELOAD overlay (RFC 6940) as a peer. Disabled unless ``enabled``."""
+
+    enabled: bool = False
+    listen: tuple[str, int] = ("127.0.0.1", 6084)
+    bootstrap: tuple[tuple[str, int], ...] = ()
+    first: bool = False
+    demo: bool = False
+    enroll_url: str = ""
+    user: str = ""
+    password_file: Path | None = None
+    plain_tcp: bool = False
 
 
 @dataclass(frozen=True)
@@ -29,6 +45,7 @@ class Config:
     source: str
     sip_listen: tuple[tuple[str, str, int], ...] = ()
     sip_user: str = "controller"
+    overlay: OverlayOptions = field(default_factory=OverlayOptions)
 
 
 def default_text() -> str:
@@ -53,7 +70,7 @@ def load(path: str | Path | None = None) -> Config:
 
 
 def _validate(doc: dict, source: str) -> Config:
-    unknown = set(doc) - {"controller", "sip"}
+    unknown = set(doc) - {"controller", "sip", "overlay"}
     if unknown:
         raise ConfigError(f"{source}: unknown section(s): {', '.join(sorted(unknown))}")
     section = doc.get("controller", {})
@@ -72,8 +89,9 @@ def _validate(doc: dict, source: str) -> Config:
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"{source}: controller.log_level must be one of {', '.join(LOG_LEVELS)}")
     listen, user = _sip(doc.get("sip", {}), source)
+    overlay = _overlay(doc.get("overlay", {}), source)
     return Config(branch=branch, data_dir=Path(data_dir), log_level=log_level, source=source,
-                  sip_listen=listen, sip_user=user)
+                  sip_listen=listen, sip_user=user, overlay=overlay)
 
 
 def _sip(section: object, source: str) -> tuple[tuple[tuple[str, str, int], ...], str]:
@@ -99,3 +117,53 @@ def _sip(section: object, source: str) -> tuple[tuple[tuple[str, str, int], ...]
     if not isinstance(user, str) or not user or not user.replace("-", "").isalnum():
         raise ConfigError(f"{source}: sip.user must be letters, digits and '-'")
     return tuple(listen), user
+
+
+_OVERLAY_KEYS = {"enabled", "listen", "bootstrap", "first", "demo", "enroll_url", "user",
+                 "password_file", "plain_tcp"}
+
+
+def parse_host_port(text: object) -> tuple[str, int]:
+    """"HOST:PORT" (IPv6 in brackets) -> (host, port); ValueError otherwise."""
+    host, _, port = str(text).rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{text!r} is not \"HOST:PORT\"")
+    return host, int(port)
+
+
+def _overlay(section: object, source: str) -> OverlayOptions:
+    if not isinstance(section, dict):
+        raise ConfigError(f"{source}: [overlay] must be a table")
+    unknown = set(section) - _OVERLAY_KEYS
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) in [overlay]: {', '.join(sorted(unknown))}")
+    for key in ("enabled", "first", "demo", "plain_tcp"):
+        if not isinstance(section.get(key, False), bool):
+            raise ConfigError(f"{source}: overlay.{key} must be true or false")
+    for key in ("enroll_url", "user", "password_file"):
+        if not isinstance(section.get(key, ""), str):
+            raise ConfigError(f"{source}: overlay.{key} must be a string")
+    try:
+        listen = parse_host_port(section.get("listen", "127.0.0.1:6084"))
+    except ValueError as e:
+        raise ConfigError(f"{source}: overlay.listen {e}") from None
+    entries = section.get("bootstrap", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"{source}: overlay.bootstrap must be a list of \"HOST:PORT\"")
+    try:
+        bootstrap = tuple(parse_host_port(e) for e in entries)
+    except ValueError as e:
+        raise ConfigError(f"{source}: overlay.bootstrap {e}") from None
+    opts = OverlayOptions(
+        enabled=section.get("enabled", False), listen=listen, bootstrap=bootstrap,
+        first=section.get("first", False), demo=section.get("demo", False),
+        enroll_url=section.get("enroll_url", ""), user=section.get("user", ""),
+        password_file=Path(section["password_file"]) if section.get("password_file") else None,
+        plain_tcp=section.get("plain_tcp", False),
+    )
+    if opts.enabled and not opts.demo and not (opts.enroll_url and opts.user
+                                               and opts.password_file):
+        raise ConfigError(f"{source}: [overlay] needs demo = true, or enroll_url, user and "
+                          "password_file (an enrollment already saved in data_dir is reused)")
+    return opts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -44,6 +45,15 @@ def test_run_with_embedded_default_stops_cleanly(tmp_path: Path, sig: signal.Sig
                               capture_output=True, text=True, timeout=60)
         assert ping.returncode == 0, ping.stdout + ping.stderr
         assert "200 OK" in ping.stdout and "sipmesh/" in ping.stdout
+        # The demo overlay peer (a ring of one, TLS on 127.0.0.1:6084) answers
+        # the CLI from another process through its control socket.
+        ring = subprocess.run([SIPMESH, "overlay", "ring", "--json"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+        assert ring.returncode == 0, ring.stderr
+        view = json.loads(ring.stdout)
+        assert view["joined"] and view["address"] == "127.0.0.1:6084"
+        assert view["overlay"] == "demo.demo.sipmesh" and len(view["node_id"]) == 32
+        assert "(TLS), a ring of one" in log
         proc.send_signal(sig)
         rest = proc.communicate(timeout=30)[1]
     finally:
@@ -51,6 +61,7 @@ def test_run_with_embedded_default_stops_cleanly(tmp_path: Path, sig: signal.Sig
     assert proc.returncode == 0, rest
     assert "stopped" in rest
     assert "Traceback" not in log + rest
+    assert not (tmp_path / ".sipmesh" / "overlay.sock").exists()
 
 
 def test_run_with_config_file(tmp_path: Path) -> None:
@@ -92,6 +103,11 @@ def test_no_sip_listen_means_nothing_listens(tmp_path: Path) -> None:
         ("[sip]\nlisten = [\"sctp:127.0.0.1:5060\"]\n", "is not \"udp|tcp:HOST:PORT\""),
         ("[sip]\nlisten = [\"tls:127.0.0.1:5061\"]\n", "TLS needs a certificate"),
         ("[sip]\nport = 5060\n", "unknown key(s) in [sip]: port"),
+        ("[overlay]\nbootstrap_peers = []\n", "unknown key(s) in [overlay]: bootstrap_peers"),
+        ("[overlay]\nlisten = \"6084\"\n", "overlay.listen '6084' is not \"HOST:PORT\""),
+        ("[overlay]\nbootstrap = [\"h:99999\"]\n", "overlay.bootstrap 'h:99999'"),
+        ("[overlay]\nfirst = \"yes\"\n", "overlay.first must be true or false"),
+        ("[overlay]\nenabled = true\n", "[overlay] needs demo = true, or enroll_url"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:

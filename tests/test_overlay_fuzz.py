@@ -210,9 +210,9 @@ async def test_peer_survives_hostile_messages(tmp_path):
         # The attacker holds a valid certificate, so its well-formed Updates
         # may have made it a neighbour; once it is gone the ring repairs.
         ln.abort()
+        await ring.wait_for(ring.ring_correct, 30)
         a = ring.peers[0]
         await a.store_value(a.identity.user_name, KIND_SINGLE, [rs.DataValue(True, b"ok")])
-        await ring.wait_for(ring.ring_correct, 30)
         for p in ring.peers:
             ans, _ = await p.fetch(
                 a.identity.user_name, [rs.StoredDataSpecifier(KIND_SINGLE, 0, rs.MODEL_SINGLE)]

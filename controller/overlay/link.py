@@ -74,6 +74,9 @@ ClosedCallback = Callable[["Link", "Exception | None"], None]
 LinkCallback = Callable[["Link"], None]
 
 
+READ_SIZE = 16384
+
+
 class LinkError(Exception):
     """The link is closed, or failed (ack timeout, RFC 6940 §6.6)."""
 
@@ -290,6 +293,11 @@ class Link(asyncio.Protocol):
         self._transport = transport
         self._loop = asyncio.get_running_loop()
         _tune_socket(transport.get_extra_info("socket"))
+        if hasattr(transport, "max_size"):
+            # asyncio reads up to 256 KiB per recv() and then shrinks the
+            # buffer; with a thousand links that churns the heap. RELOAD
+            # frames are at most 64 KiB, read in 16 KiB pieces.
+            transport.max_size = READ_SIZE
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.secure = True

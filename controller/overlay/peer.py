@@ -133,6 +133,7 @@ class Peer:
         self._announce_scheduled = False
         self._update_waiters: dict[int, asyncio.Future] = {}
         self._full_updates: dict[int, Any] = {}
+        self._unneeded: set[int] = set()
         self._listener = None
         self._loop_task: asyncio.Task | None = None
         self._started = time.monotonic()
@@ -144,7 +145,13 @@ class Peer:
         self._models = settings.models()
         self.joined = False
         self.stopped = False
-        self.stats = {"forwarded": 0, "delivered": 0, "rerouted": 0, "dropped": 0}
+        self.stats = {
+            "forwarded": 0,
+            "delivered": 0,
+            "rerouted": 0,
+            "dropped": 0,
+            "closed_link_bytes": 0,
+        }
 
     # ------------------------------------------------------------ lifecycle
 
@@ -414,6 +421,7 @@ class Peer:
 
     def _on_link_closed(self, link, exc) -> None:
         self._unbound.discard(link)
+        self.stats["closed_link_bytes"] += link.bytes_sent
         rid = link.remote_node_id
         if rid is None:
             self._reroute(link)
@@ -1079,7 +1087,7 @@ class Peer:
             if boot_id != ap and boot_id in self.links:
                 self.table.add(boot_id)
             # Our neighbours-to-be: AP's predecessors and successors (§10.5 step 3).
-            wanted = [to_int(x) for x in (*up.predecessors, *up.successors, *up.fingers)]
+            wanted = [to_int(x) for x in (*up.predecessors, *up.successors)]
             await asyncio.gather(
                 *[self._attach_node(n, via=ap) for n in wanted if n != self.own and n != ap],
                 return_exceptions=True,
@@ -1135,7 +1143,27 @@ class Peer:
             self._spawn(self._refresh_finger(target))
         self.store.expire()
         self._sweep_forwarded()
+        self._prune_links()
         self._fix_replicas(self.table.responsible_range()[0])
+
+    def _prune_links(self) -> None:
+        """Close links this peer opened to nodes that are no longer its
+        neighbours or fingers, after two rounds of not needing them: the
+        Connection Table keeps only what routing uses (§10.7.4.2)."""
+        needed = self.table.neighbours() | set(self.table.finger_ids())
+        idle = set()
+        for node, ln in list(self.links.items()):
+            if node in needed or not ln.initiated:
+                continue
+            if node in self._unneeded:
+                del self.links[node]
+                ln.remote_node_id = None
+                ln.close()
+                if self.table.remove(node):
+                    self._table_changed()
+            else:
+                idle.add(node)
+        self._unneeded = idle
 
     async def _refresh_finger(self, target: int) -> None:
         with contextlib.suppress(OverlayError, OSError, links.LinkError, asyncio.TimeoutError):
@@ -1213,6 +1241,11 @@ class Peer:
             rt.RouteQueryReq(False, dest).encode(),
         )
         return rt.decode_chord_route_query_ans(r.body).next_peer
+
+    def bytes_sent(self) -> int:
+        """Bytes this peer has written to its links, closed ones included."""
+        live = set(self.links.values()) | self._unbound
+        return self.stats["closed_link_bytes"] + sum(ln.bytes_sent for ln in live)
 
     def ring(self) -> dict:
         """The peer's view: neighbours, fingers and links (for tools)."""
