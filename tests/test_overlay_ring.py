@@ -177,9 +177,9 @@ async def test_forged_message_signature_is_refused(ring):
     msg.contents = rl.MessageContents(rl.PING_REQ, rl.PingReq(b"pae").encode())
     forged = msg.encode()
     fut = asyncio.get_running_loop().create_future()
-    from sipmesh.overlay.peer import _Pending
+    from sipmesh.overlay.requests import Pending
 
-    a._pending[tid] = _Pending(fut, [rl.Destination.node(target.node_id)], 0, b"", (), None)
+    a._pending[tid] = Pending(fut, [rl.Destination.node(target.node_id)], 0, b"", (), None)
     a.links[target.own].send(forged)
     with pytest.raises(OverlayError) as e:
         await asyncio.wait_for(fut, 10)
