@@ -27,6 +27,7 @@ codec for malformed bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 from dataclasses import dataclass
@@ -402,7 +403,16 @@ class Verifier:
             vk = nacl.signing.VerifyKey(
                 pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
             )
-            entry = (info, vk, _not_before(cert).timestamp(), _not_after(cert).timestamp())
+            # Keep a fresh, unparsed copy: the checked one holds its parsed
+            # extensions (about 1.5 KB), and a host of many peers caches
+            # thousands of certificates.
+            slim = dataclasses.replace(
+                info,
+                certificate=x509.load_der_x509_certificate(
+                    cert.public_bytes(serialization.Encoding.DER)
+                ),
+            )
+            entry = (slim, vk, _not_before(cert).timestamp(), _not_after(cert).timestamp())
             if len(self._cache) >= self.max_entries:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[bytes(ident.hash)] = entry
