@@ -44,7 +44,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from sipmesh.overlay import security
+from sipmesh.overlay import security, stream
 from sipmesh.proto import reload as rl
 
 ACK_TIMEOUT = 5.0
@@ -484,9 +484,15 @@ async def connect(
     handshake is done: a refused client sees its link close right after.
     """
     loop = asyncio.get_running_loop()
-    kw = {}
-    if ssl is not None:
-        kw = {"ssl": ssl, "server_hostname": "", "ssl_handshake_timeout": handshake_timeout}
+    if ssl is None:
+        _, link = await stream.open_stream(
+            host,
+            port,
+            lambda: Link(on_message, on_closed, ack_timeout=ack_timeout, max_frame=max_frame),
+            local_addr=local_addr,
+        )
+        return link
+    kw = {"ssl": ssl, "server_hostname": "", "ssl_handshake_timeout": handshake_timeout}
     _, link = await loop.create_connection(
         lambda: Link(on_message, on_closed, ack_timeout=ack_timeout, max_frame=max_frame),
         host,
@@ -515,9 +521,15 @@ async def listen(
     ``remote_node_id`` is already known). ``ssl`` is a server context from
     :func:`tls_contexts`, or None for plain TCP (tests and captures only)."""
     loop = asyncio.get_running_loop()
-    kw = {}
-    if ssl is not None:
-        kw = {"ssl": ssl, "ssl_handshake_timeout": handshake_timeout}
+
+    def factory():
+        return Link(
+            on_message, on_closed, ack_timeout=ack_timeout, max_frame=max_frame, on_open=on_link
+        )
+
+    if ssl is None:
+        return Listener(await stream.start_stream_server(host, port, factory, backlog))
+    kw = {"ssl": ssl, "ssl_handshake_timeout": handshake_timeout}
     server = await loop.create_server(
         lambda: Link(
             on_message, on_closed, ack_timeout=ack_timeout, max_frame=max_frame, on_open=on_link
