@@ -33,6 +33,7 @@ class OverlayOptions:
     user: str = ""
     password_file: Path | None = None
     plain_tcp: bool = False
+    stun: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def _sip(section: object, source: str) -> tuple[tuple[tuple[str, str, int], ...]
 
 
 _OVERLAY_KEYS = {"enabled", "listen", "bootstrap", "first", "demo", "enroll_url", "user",
-                 "password_file", "plain_tcp"}
+                 "password_file", "plain_tcp", "stun"}
 
 
 def parse_host_port(text: object) -> tuple[str, int]:
@@ -155,8 +156,14 @@ def _overlay(section: object, source: str) -> OverlayOptions:
         bootstrap = tuple(parse_host_port(e) for e in entries)
     except ValueError as e:
         raise ConfigError(f"{source}: overlay.bootstrap {e}") from None
+    stun = None
+    if "stun" in section:
+        try:
+            stun = parse_host_port(section["stun"])
+        except ValueError as e:
+            raise ConfigError(f"{source}: overlay.stun {e}") from None
     opts = OverlayOptions(
-        enabled=section.get("enabled", False), listen=listen, bootstrap=bootstrap,
+        enabled=section.get("enabled", False), listen=listen, bootstrap=bootstrap, stun=stun,
         first=section.get("first", False), demo=section.get("demo", False),
         enroll_url=section.get("enroll_url", ""), user=section.get("user", ""),
         password_file=Path(section["password_file"]) if section.get("password_file") else None,

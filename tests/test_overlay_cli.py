@@ -121,6 +121,9 @@ def test_config_shows_the_overlay(tmp_path: Path) -> None:
     assert "enroll as u@x at https://127.0.0.1:1, bootstrap 127.0.0.1:6084" in out.stdout
     conf.write_text("[sip]\nlisten = []\n")
     assert "overlay   (disabled)" in sipmesh("config", "--config", str(conf)).stdout
+    conf.write_text('[overlay]\nenabled = true\ndemo = true\nstun = "stun.example"\n')
+    out = sipmesh("config", "--config", str(conf))
+    assert out.returncode == 2 and "overlay.stun" in out.stderr
 
 
 def test_demo_peer_control_socket(tmp_path: Path, procs: Processes) -> None:

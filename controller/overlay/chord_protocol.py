@@ -42,8 +42,9 @@ class ChordProtocol:
         return rl.PING_ANS, ans.encode(), None
 
     def _h_attach(self, msg, origin, from_node):
-        """§6.5.1: answer with our TCP candidate (TLS-TCP-FH-NO-ICE); the
-        requester opens the link."""
+        """§6.5.1: answer with our TCP candidate (TLS-TCP-FH-NO-ICE), the
+        requester opening the link; or, when both sides do ICE, with our ICE
+        candidates (§6.5.1.3), both sides then running the checks."""
         req = rt.decode_attach(msg.contents.body)
         after = None
         if req.send_update:
@@ -54,6 +55,8 @@ class ChordProtocol:
                 else:
                     self._send_update_to.add(origin)
 
+        if self.ice_stun is not None and origin not in self.links and _ice_offered(req):
+            return self._ice_answer(req, origin, after)
         ans = rt.AttachReqAns(
             os.urandom(8).hex().encode(),
             os.urandom(12).hex().encode(),
@@ -62,6 +65,44 @@ class ChordProtocol:
             False,
         )
         return rl.ATTACH_ANS, ans.encode(), after
+
+    async def _ice_answer(self, req, origin: int, after):
+        """The answering side of an ICE Attach: gather, answer, and run the
+        connectivity checks in the background (controlled role, §6.5.1.9)."""
+        from sipmesh.overlay.ice import IceAgent
+
+        agent = IceAgent(False, self.ice_stun)
+        try:
+            ans = await agent.gather()
+        except (OSError, links.LinkError) as e:
+            await agent.close()
+            log.info("ICE gathering failed, answering with TCP only: %s", e)
+            ans = rt.AttachReqAns(
+                os.urandom(8).hex().encode(),
+                os.urandom(12).hex().encode(),
+                b"passive",
+                [self._candidate()],
+                False,
+            )
+            return rl.ATTACH_ANS, ans.encode(), after
+        ans.candidates = ans.candidates[: rt.MAX_CANDIDATES - 1] + [self._candidate()]
+        self._spawn(self._ice_accept(agent, req, origin))
+        return rl.ATTACH_ANS, ans.encode(), after
+
+    async def _ice_accept(self, agent, req, origin: int) -> None:
+        try:
+            ln = await agent.connect(
+                req,
+                timeout=ICE_TIMEOUT,
+                remote_node_id=to_bytes(origin),
+                on_message=self._on_message,
+                on_closed=self._on_link_closed,
+            )
+        except links.LinkError as e:
+            log.info("ICE with %x failed: %s", origin, e)
+            return
+        ln.initiated = False
+        self._bind(ln, origin)
 
     def _h_join(self, msg, origin, from_node):
         """§6.4.2.1 and §10.5 steps 5-8, as the admitting peer."""
@@ -242,33 +283,72 @@ class ChordProtocol:
         finally:
             self._attaching.pop(node, None)
 
-    async def _attach(self, dests, send_update: bool = False) -> int:
-        """Attach (§6.5.1) and open the link; returns the responder's Node-ID."""
-        body = rt.AttachReqAns(
-            os.urandom(8).hex().encode(),
-            os.urandom(12).hex().encode(),
-            b"active",
-            [self._candidate()],
-            send_update,
-        ).encode()
-        r = await self._request(dests, rl.ATTACH_REQ, body)
-        ans = rt.decode_attach(r.body)
-        node = to_int(r.responder)
-        if node == self.own:
-            return node
-        if node not in self.links:
-            host, port = _tcp_address(ans)
-            ln = await self._connect(host, port)
-            ln.initiated = True
-            if self.tls is not None and ln.remote_node_id != r.responder:
-                ln.abort()
-                raise OverlayError(rl.ERROR_FORBIDDEN, "attached peer's certificate mismatch")
-            self._bind(ln, node)
-            if self.links.get(node) is ln:
-                # Tell the other side who we are: our signed Ping binds the link.
-                await self._request(
-                    [rl.Destination.node(r.responder)], rl.PING_REQ, rl.PingReq().encode(), link=ln
+    async def _attach(self, dests, send_update: bool = False, via=None) -> int:
+        """Attach (§6.5.1) and open the link; returns the responder's Node-ID.
+
+        With a STUN server configured the offer carries ICE candidates
+        (§6.5.1.3) and our TCP candidate; an answer with ICE candidates gets
+        an ICE link (this side controlling), one with only a TCP candidate a
+        TCP or TLS connection. ``via`` sends the request down that link (a
+        joining node's bootstrap link)."""
+        agent = None
+        if self.ice_stun is not None:
+            from sipmesh.overlay.ice import IceAgent
+
+            agent = IceAgent(True, self.ice_stun)
+            try:
+                offer = await agent.gather(send_update)
+            except (OSError, links.LinkError) as e:
+                log.info("ICE gathering failed, offering TCP only: %s", e)
+                await agent.close()
+                agent = None
+        if agent is not None:
+            offer.candidates = offer.candidates[: rt.MAX_CANDIDATES - 1] + [self._candidate()]
+            body = offer.encode()
+        else:
+            body = rt.AttachReqAns(
+                os.urandom(8).hex().encode(),
+                os.urandom(12).hex().encode(),
+                b"active",
+                [self._candidate()],
+                send_update,
+            ).encode()
+        try:
+            r = await self._request(dests, rl.ATTACH_REQ, body, link=via)
+            ans = rt.decode_attach(r.body)
+            node = to_int(r.responder)
+            if node == self.own:
+                return node
+            if node not in self.links and agent is not None and _ice_offered(ans):
+                ln = await agent.connect(
+                    ans,
+                    timeout=ICE_TIMEOUT,
+                    remote_node_id=r.responder,
+                    on_message=self._on_message,
+                    on_closed=self._on_link_closed,
                 )
+                agent = None
+                ln.initiated = True
+                self._bind(ln, node)
+            elif node not in self.links:
+                host, port = _tcp_address(ans)
+                ln = await self._connect(host, port)
+                ln.initiated = True
+                if self.tls is not None and ln.remote_node_id != r.responder:
+                    ln.abort()
+                    raise OverlayError(rl.ERROR_FORBIDDEN, "attached peer's certificate mismatch")
+                self._bind(ln, node)
+                if self.links.get(node) is ln:
+                    # Tell the other side who we are: our signed Ping binds the link.
+                    await self._request(
+                        [rl.Destination.node(r.responder)],
+                        rl.PING_REQ,
+                        rl.PingReq().encode(),
+                        link=ln,
+                    )
+        finally:
+            if agent is not None:
+                await agent.close()
         if self.joined and self.table.add(node):
             self._table_changed()
         elif self.joined:
@@ -288,36 +368,17 @@ class ChordProtocol:
             boot_id = to_int(r.responder)
             self._bind(boot, boot_id)
             ap_wait = asyncio.get_running_loop().create_future()
-            target = to_bytes(self.own + 1)
-            r = await self._request(
-                [rl.Destination.resource(target)],
-                rl.ATTACH_REQ,
-                rt.AttachReqAns(
-                    os.urandom(8).hex().encode(),
-                    os.urandom(12).hex().encode(),
-                    b"active",
-                    [self._candidate()],
-                    True,
-                ).encode(),
-                link=boot,
+            ap = await self._attach(
+                [rl.Destination.resource(to_bytes(self.own + 1))], send_update=True, via=boot
             )
-            ap = to_int(r.responder)
             if ap == self.own:
                 raise OverlayError(rl.ERROR_FORBIDDEN, "Node-ID already in the ring")
             if ap in self._full_updates:
                 ap_wait.set_result(self._full_updates.pop(ap))
             else:
                 self._update_waiters[ap] = ap_wait
-            if ap not in self.links:
-                ans = rt.decode_attach(r.body)
-                h, p = _tcp_address(ans)
-                ln = await self._connect(h, p)
-                ln.initiated = True
-                self._bind(ln, ap)
-                await self._request(
-                    [rl.Destination.node(r.responder)], rl.PING_REQ, rl.PingReq().encode(), link=ln
-                )
             up = await asyncio.wait_for(ap_wait, self.settings.reliability_timer * 3)
+            self._full_updates.clear()
             self.table.add(ap)
             if boot_id != ap and boot_id in self.links:
                 self.table.add(boot_id)
@@ -414,6 +475,14 @@ class ChordProtocol:
             rt.RouteQueryReq(False, dest).encode(),
         )
         return rt.decode_chord_route_query_ans(r.body).next_peer
+
+
+ICE_TIMEOUT = 10.0
+
+
+def _ice_offered(body: rt.AttachReqAns) -> bool:
+    """Does an Attach body carry ICE candidates (any link type but NO-ICE TCP)?"""
+    return any(c.overlay_link != rt.LINK_TLS_TCP_FH_NO_ICE for c in body.candidates)
 
 
 def _tcp_address(ans: rt.AttachReqAns) -> tuple[str, int]:

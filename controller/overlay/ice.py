@@ -43,6 +43,7 @@ from typing import Protocol
 
 import aioice
 
+from sipmesh.overlay.link import LinkError
 from sipmesh.proto.reload import (
     AckFrame,
     DataFrame,
@@ -94,7 +95,7 @@ _CAND_NAMES = {v: k for k, v in _CAND_TYPES.items()}
 _ICE_CHARS = re.compile(rb"[A-Za-z0-9+/]+")
 
 
-class IceError(Exception):
+class IceError(LinkError):
     """Anything that keeps an ICE link from being set up or kept: no candidates,
     bad ICE parameters from the peer, failed checks, timeout, a message too
     large for one datagram, a link that stopped acknowledging."""

@@ -61,6 +61,7 @@ class Peer(MessageLayer, ChordProtocol, StorageProtocol):
         tls: tuple[Any, Any] | None = None,
         ack_timeout: float = 5.0,
         on_event: Callable[[str, dict], None] | None = None,
+        ice_stun: tuple[str, int] | None = None,
     ):
         self.identity = identity
         self.node_id = bytes(identity.node_id)
@@ -73,6 +74,8 @@ class Peer(MessageLayer, ChordProtocol, StorageProtocol):
         self.tls = tls
         self.ack_timeout = ack_timeout
         self.on_event = on_event
+        # With a STUN server, Attach offers ICE candidates (§6.5.1.3) as well as TCP.
+        self.ice_stun = ice_stun
         self.table = ChordTable(self.own)
         self.links: dict[int, Any] = {}
         self._unbound: set = set()

@@ -140,7 +140,11 @@ class MessageLayer:
         data = self._encode(p.dests, p.code, p.body, tid, p.extra)
         msg = rl.decode_message(data)
         try:
-            code, body, after, extra = self._dispatch(msg, self.own, self.own)
+            result = self._dispatch(msg, self.own, self.own)
+            if asyncio.iscoroutine(result):
+                result.close()
+                raise OverlayError(rl.ERROR_FORBIDDEN, "cannot attach to itself")
+            code, body, after, extra = result
         except OverlayError as e:
             code, body, after = rl.ERROR, error_body(e), None
             extra = ()
@@ -424,9 +428,25 @@ class MessageLayer:
             self._send_answer(link, dests, tid, cached[0], cached[1])
             return
         try:
-            code, body, after, extra = self._dispatch(msg, origin, from_node)
+            result = self._dispatch(msg, origin, from_node)
         except OverlayError as e:
-            code, body, after, extra = rl.ERROR, error_body(e), None, ()
+            result = (rl.ERROR, error_body(e), None, ())
+        if asyncio.iscoroutine(result):
+            self._spawn(self._answer_later(result, msg, link, dests, tid))
+            return
+        self._complete(result, msg, link, dests, tid)
+
+    async def _answer_later(self, pending, msg, link, dests, tid: int) -> None:
+        """A handler that has to wait (ICE gathering for an Attach answer)."""
+        try:
+            result = await pending
+        except OverlayError as e:
+            result = (rl.ERROR, error_body(e), None, ())
+        if not self.stopped:
+            self._complete(result, msg, link, dests, tid)
+
+    def _complete(self, result, msg, link, dests, tid: int) -> None:
+        code, body, after, extra = result if len(result) == 4 else (*result, ())
         if msg.contents.code == rl.STORE_REQ:
             self._answers[tid] = (code, body, time.monotonic() + self.settings.request_lifetime)
         self._send_answer(link, dests, tid, code, body, extra)
@@ -452,6 +472,8 @@ class MessageLayer:
             raise OverlayError(rl.ERROR_INVALID_MESSAGE, f"unsupported message code {c.code}")
         try:
             out = handler(self, msg, origin, from_node)
+            if asyncio.iscoroutine(out):
+                return out
             return out if len(out) == 4 else (*out, ())
         except rl.ReloadDecodeError as e:
             raise OverlayError(

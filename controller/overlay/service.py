@@ -256,7 +256,7 @@ class OverlayService:
             tls = links.tls_contexts(enrollment.identity, root)
         host, port = opts.listen
         peer = Peer(enrollment.identity, settings, store, verifier=verifier, host=host,
-                    port=port, tls=tls, on_event=self._on_event)
+                    port=port, tls=tls, on_event=self._on_event, ice_stun=opts.stun)
         try:
             await peer.start()
         except OSError as e:
