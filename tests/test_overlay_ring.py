@@ -260,3 +260,23 @@ async def test_tls_ring(tmp_path):
         assert to_int(ring.peers[1].links[a.own].remote_node_id) == a.own
     finally:
         await ring.stop()
+
+
+async def test_response_skips_a_failed_hop_of_its_return_path(ring):
+    """A response whose next hop has died since the request passed is routed
+    straight to its origin (the last destination entry), not dropped."""
+    await ring.start(3)
+    await ring.wait_for(ring.ring_correct, 30)
+    a, b, c = ring.peers
+    from sipmesh.overlay.requests import Pending
+
+    tid = 0xC0FFEE
+    fut = asyncio.get_running_loop().create_future()
+    a._pending[tid] = Pending(fut, [rl.Destination.node(c.node_id)], rl.PING_REQ, b"", (), None)
+    dead = random_node_id()
+    dests = [rl.Destination.node(dead), rl.Destination.node(a.node_id)]
+    data = c._encode(dests, rl.PING_ANS, rl.PingAns(7, 1).encode(), tid)
+    hdr, off = rl.decode_header(data)
+    b._process(data, hdr, off, b.links[c.own], c.own, None)
+    r = await asyncio.wait_for(fut, 10)
+    assert r.code == rl.PING_ANS and r.responder == c.node_id

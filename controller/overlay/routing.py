@@ -307,6 +307,13 @@ class MessageLayer:
                     self._deliver(data, hdr, off, link, from_node, msg, is_request)
                     return
                 target = to_int(first.value)
+                if not is_request and len(dests) > 1 and target not in self.links:
+                    # A hop of the return path failed since the request went
+                    # by: route the (end-to-end signed) response straight to
+                    # its origin, the last entry, rather than lose it.
+                    del dests[:-1]
+                    self.stats["rerouted"] += 1
+                    continue
                 if target not in self.links and self.table.responsible(target):
                     self.stats["dropped"] += 1
                     if is_request:
