@@ -112,25 +112,25 @@ class ChordTable:
         low = self.predecessors[0] if self.predecessors else self.own
         return low, self.own
 
-    def next_hop(
-        self, target: int, connected: set[int] | frozenset[int] = frozenset()
-    ) -> int | None:
+    def next_hop(self, target: int, exclude: int | None = None) -> int | None:
         """Next hop toward ``target`` (10.3), or None when the table is empty.
 
-        ``connected`` are nodes with a live link that are not in the routing
-        table (clients, joining nodes): a message for one of them goes there
-        directly (6.1.2).
+        ``exclude`` leaves one node out (the one a message came from, when
+        this table would send it straight back).
         """
-        if target in self._known or target in connected:
+        if target in self._known and target != exclude:
             return target
         best = None
         best_d = -1
         after = None
         after_d = RING
         own = self.own
+        span = distance(own, target)
         for n in self._known:
+            if n == exclude:
+                continue
             d = distance(own, n)
-            if d <= distance(own, target):
+            if d <= span:
                 if d > best_d:
                     best, best_d = n, d
             else:

@@ -340,6 +340,11 @@ class MessageLayer:
                 self._reject(hdr, link, rl.ERROR_TTL_EXCEEDED, "TTL exceeded")
             return
         nxt = self._route(target)
+        if nxt is link:
+            # Our table sends it back where it came from (tables disagree
+            # while the ring repairs): take the best other next hop.
+            alt = self.table.next_hop(target, exclude=from_node)
+            nxt = self.links.get(alt) if alt is not None else None
         if nxt is None or nxt is link:
             self.stats["dropped"] += 1
             if is_request:

@@ -35,14 +35,13 @@ class StorageProtocol:
             raise OverlayError(rl.ERROR_INVALID_MESSAGE, "Resource-ID must be 16 bytes")
         responsible = self.table.responsible(rid)
         if req.replica_number and not responsible:
-            # §10.4: a replica must come from a predecessor (or, on join
-            # hand-off, from our successor).
-            if from_node != origin or (
-                origin not in self.table.predecessors and origin not in self.table.successors
-            ):
-                raise OverlayError(
-                    rl.ERROR_FORBIDDEN, "replica from a peer that is not a neighbour"
-                )
+            # §10.4: replicas come from the peer responsible for the range,
+            # over a direct link. While the ring repairs, that peer may not
+            # be in our predecessor list yet: any routable peer linked to us
+            # is accepted (every value still carries its owner's signature
+            # and passes the kind's access policy).
+            if from_node != origin or origin not in self.table.nodes():
+                raise OverlayError(rl.ERROR_FORBIDDEN, "replica from a peer that is not linked")
         elif not responsible:
             raise OverlayError(rl.ERROR_FORBIDDEN, "not responsible for this Resource-ID")
         ans = self.store.store(req, msg.security.certificates)
@@ -89,6 +88,8 @@ class StorageProtocol:
             )
         except OverlayError as e:
             log.info("replica of %s to %x failed: %s", rid.hex(), node, e)
+            # Push everything to this member again at the next check (§10.7.3).
+            self._replicated_to = tuple(n for n in self._replicated_to if n != node)
 
     def _fix_replicas(self, low: int) -> None:
         replicas = tuple(self.table.replica_set(2))
