@@ -56,6 +56,26 @@ def _broken() -> dict[str, tuple[dict, str]]:
     case("unknown variant", "/variant", lambda r: r.__setitem__("variant", "v9"))
     case("dtmf payload text", "/dtmf/payload-number",
          lambda r: r["dtmf"].__setitem__("payload-number", "one hundred"))
+    case("dtmf payload too big", "/dtmf/payload-number",
+         lambda r: r["dtmf"].__setitem__("payload-number", 300))
+    case("early media as text", "/call-spec/early-media",
+         lambda r: r["call-spec"].__setitem__("early-media", "yes"))
+    case("unknown method", "/call-spec/supported-method",
+         lambda r: r["call-spec"].__setitem__("supported-method", ["TELEPORT"]))
+    case("number range index negative", "/call-spec/number-range",
+         lambda r: r["call-spec"]["number-range"][0].__setitem__("index", -1))
+    case("codec ptime too big", "/media/media-type-audio",
+         lambda r: r["media"]["media-type-audio"][0].__setitem__("ptime", 1000))
+    case("unknown codec", "/media/media-type-audio",
+         lambda r: r["media"]["media-type-audio"][0].__setitem__(
+             "media-format", "ietf-sip-auto-peering:no-such-codec"))
+    case("unknown fax protocol", "/media/fax/protocol",
+         lambda r: r["media"]["fax"].__setitem__("protocol", ["carrier-pigeon"]))
+    case("unknown key management", "/security/media-security/key-management",
+         lambda r: r["security"]["media-security"].__setitem__("key-management", ["rot13"]))
+    case("secure as number", "/security/signaling/secure",
+         lambda r: r["security"]["signaling"].__setitem__("secure", 1))
+    case("revision as list", "/revision", lambda r: r.__setitem__("revision", []))
     return cases
 
 
