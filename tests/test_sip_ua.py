@@ -145,3 +145,26 @@ async def test_cancel_a_ringing_call(pair) -> None:
     final = await asyncio.wait_for(call, TIMEOUT)
     assert final.status == 487
     hold["hold"].set()
+
+
+async def test_listen_retries_when_the_udp_port_number_is_taken_for_tcp() -> None:
+    """udp=0, tcp=0: the kernel's UDP port may be some TCP connection's local
+    port; listen() then takes another pair instead of failing."""
+    import errno as _errno
+
+    ua = UserAgent("127.0.0.1")
+    real = ua.transport.listen_tcp
+    refused: list[int] = []
+
+    async def busy_once(host: str, port: int = 0) -> int:
+        if not refused:
+            refused.append(port)
+            raise OSError(_errno.EADDRINUSE, "address already in use")
+        return await real(host, port)
+
+    ua.transport.listen_tcp = busy_once
+    try:
+        await ua.listen(udp=0, tcp=0)
+        assert refused and ua.transport.ports["udp"] == ua.transport.ports["tcp"]
+    finally:
+        await ua.close()

@@ -213,6 +213,13 @@ class SIPTransport:
         self.ports["udp"] = transport.get_extra_info("sockname")[1]
         return self.ports["udp"]
 
+    def close_udp(self) -> None:
+        """Close the UDP socket (used when its port number cannot also serve TCP)."""
+        if self._udp is not None and self._udp.transport is not None:
+            self._udp.transport.close()
+        self._udp = None
+        self.ports.pop("udp", None)
+
     async def listen_tcp(self, host: str, port: int = 0) -> int:
         return await self._listen_stream("tcp", host, port, None)
 

@@ -18,6 +18,7 @@ their actions, keeps one timer for all of them, and offers an asyncio API:
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -118,11 +119,26 @@ class UserAgent:
 
     async def listen(self, udp: int | None = 0, tcp: int | None = None,
                      tls: int | None = None, tls_context: ssl.SSLContext | None = None) -> None:
-        """Listen on UDP and, if given, TCP (the same port number when tcp == 0) and TLS."""
+        """Listen on UDP and, if given, TCP (the same port number when tcp == 0) and TLS.
+
+        With udp == tcp == 0 the kernel picks the UDP port, and that number
+        may already be some TCP connection's local port: then another pair
+        is tried (a few times) rather than failing.
+        """
         if udp is not None:
-            port = await self.transport.listen_udp(self.host, udp)
-            if tcp == 0:
-                tcp = port
+            same = udp == 0 and tcp == 0
+            for attempt in range(8 if same else 1):
+                port = await self.transport.listen_udp(self.host, udp)
+                if not same:
+                    break
+                try:
+                    await self.transport.listen_tcp(self.host, port)
+                    tcp = None
+                    break
+                except OSError as e:
+                    if e.errno != errno.EADDRINUSE or attempt == 7:
+                        raise
+                    self.transport.close_udp()
         if tcp is not None:
             await self.transport.listen_tcp(self.host, tcp)
         if tls is not None:
