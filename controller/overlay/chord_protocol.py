@@ -57,14 +57,17 @@ class ChordProtocol:
 
         if self.ice_stun is not None and origin not in self.links and _ice_offered(req):
             return self._ice_answer(req, origin, after)
-        ans = rt.AttachReqAns(
+        return rl.ATTACH_ANS, self._tcp_attach(b"passive"), after
+
+    def _tcp_attach(self, role: bytes, send_update: bool = False) -> bytes:
+        """An AttachReqAns body offering only our TCP candidate (TLS-TCP-FH-NO-ICE)."""
+        return rt.AttachReqAns(
             os.urandom(8).hex().encode(),
             os.urandom(12).hex().encode(),
-            b"passive",
+            role,
             [self._candidate()],
-            False,
-        )
-        return rl.ATTACH_ANS, ans.encode(), after
+            send_update,
+        ).encode()
 
     async def _ice_answer(self, req, origin: int, after):
         """The answering side of an ICE Attach: gather, answer, and run the
@@ -77,14 +80,7 @@ class ChordProtocol:
         except (OSError, links.LinkError) as e:
             await agent.close()
             log.info("ICE gathering failed, answering with TCP only: %s", e)
-            ans = rt.AttachReqAns(
-                os.urandom(8).hex().encode(),
-                os.urandom(12).hex().encode(),
-                b"passive",
-                [self._candidate()],
-                False,
-            )
-            return rl.ATTACH_ANS, ans.encode(), after
+            return rl.ATTACH_ANS, self._tcp_attach(b"passive"), after
         ans.candidates = ans.candidates[: rt.MAX_CANDIDATES - 1] + [self._candidate()]
         self._spawn(self._ice_accept(agent, req, origin))
         return rl.ATTACH_ANS, ans.encode(), after
@@ -306,13 +302,7 @@ class ChordProtocol:
             offer.candidates = offer.candidates[: rt.MAX_CANDIDATES - 1] + [self._candidate()]
             body = offer.encode()
         else:
-            body = rt.AttachReqAns(
-                os.urandom(8).hex().encode(),
-                os.urandom(12).hex().encode(),
-                b"active",
-                [self._candidate()],
-                send_update,
-            ).encode()
+            body = self._tcp_attach(b"active", send_update)
         try:
             r = await self._request(dests, rl.ATTACH_REQ, body, link=via)
             ans = rt.decode_attach(r.body)

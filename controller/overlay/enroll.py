@@ -342,15 +342,9 @@ def _csr_key(raw: bytes | str, user: str) -> bytes:
 # ---------------------------------------------------------------- client
 
 
-def _key_pem(key: nacl.signing.SigningKey) -> bytes:
-    return ed25519.Ed25519PrivateKey.from_private_bytes(bytes(key)).private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """temp + fsync + rename, created 0600, directory synced: never a
+    half-written key file."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -423,13 +417,13 @@ class Enrollment:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         state = {
             "format": 1,
-            "key": _key_pem(self.identity.signing_key).decode("ascii"),
+            "key": security.key_pem(self.identity.signing_key).decode("ascii"),
             "certificate": self.identity.certificate.public_bytes(
                 serialization.Encoding.PEM
             ).decode("ascii"),
             "configuration": base64.b64encode(self.document).decode("ascii"),
         }
-        _write_private(folder / _STATE_FILE, json.dumps(state, indent=1).encode("utf-8"))
+        write_private(folder / _STATE_FILE, json.dumps(state, indent=1).encode("utf-8"))
 
     @classmethod
     def load(cls, folder: Path, *, trusted: list[x509.Certificate] | None = None) -> Enrollment:

@@ -42,7 +42,6 @@ from collections.abc import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from sipmesh.overlay import security, stream
 from sipmesh.proto import reload as rl
@@ -72,9 +71,6 @@ _LINGER_RST = struct.pack("ii", 1, 0)  # struct linger: on, 0 s: close() sends R
 MessageCallback = Callable[["Link", bytes], None]
 ClosedCallback = Callable[["Link", "Exception | None"], None]
 LinkCallback = Callable[["Link"], None]
-
-
-READ_SIZE = 16384
 
 
 class LinkError(Exception):
@@ -293,11 +289,6 @@ class Link(asyncio.Protocol):
         self._transport = transport
         self._loop = asyncio.get_running_loop()
         _tune_socket(transport.get_extra_info("socket"))
-        if hasattr(transport, "max_size"):
-            # asyncio reads up to 256 KiB per recv() and then shrinks the
-            # buffer; with a thousand links that churns the heap. RELOAD
-            # frames are at most 64 KiB, read in 16 KiB pieces.
-            transport.max_size = READ_SIZE
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.secure = True
@@ -554,12 +545,9 @@ def tls_contexts(
     files, so the key is written to a private (0600) temporary file that is
     removed before returning.
     """
-    key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(identity.signing_key))
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ) + identity.certificate.public_bytes(serialization.Encoding.PEM)
+    pem = security.key_pem(identity.signing_key) + identity.certificate.public_bytes(
+        serialization.Encoding.PEM
+    )
     ca_pem = ca_certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
     server = _ssl.SSLContext(_ssl.PROTOCOL_TLS_SERVER)
     client = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)

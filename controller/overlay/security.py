@@ -371,6 +371,15 @@ def verify_stored_data(
     return _verify(stored.signature, certs, data, trusted_ca, expected_node_id, now)
 
 
+def key_pem(key: nacl.signing.SigningKey) -> bytes:
+    """An Ed25519 signing key as unencrypted PKCS#8 PEM (for ``ssl`` and key files)."""
+    return _crypto_key(key).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
 class Verifier:
     """Message and stored-data verification with a cache of checked certificates.
 
@@ -439,9 +448,7 @@ class Verifier:
             sec.signature, sec.certificates, rl.message_signed_bytes(msg), expected_node_id
         )
 
-    def verify_stored_data(
-        self, stored, resource_id: bytes, kind: int, certificates
-    ) -> CertInfo:
+    def verify_stored_data(self, stored, resource_id: bytes, kind: int, certificates) -> CertInfo:
         """As :func:`verify_stored_data`, with the certificate cache."""
         data = stored_data_signed_bytes(
             resource_id, kind, stored.storage_time, stored.value, stored.signature.identity

@@ -21,7 +21,6 @@ import datetime
 import json
 import logging
 import os
-import secrets
 import ssl
 import urllib.parse
 from pathlib import Path
@@ -43,6 +42,7 @@ from sipmesh.overlay.security import (
     SecurityError,
     Verifier,
     check_certificate,
+    key_pem,
     make_ca,
 )
 from sipmesh.overlay.settings import OverlaySettings
@@ -70,28 +70,6 @@ DEMO_DAYS = 3650
 class OverlayServiceError(Exception):
     """The peer cannot be set up: no usable identity or configuration, or
     no bootstrap peer reachable."""
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """temp + fsync + rename, created 0600: never a half-written key file."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _key_pem(key: nacl.signing.SigningKey) -> str:
-    return ed25519.Ed25519PrivateKey.from_private_bytes(bytes(key)).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode("ascii")
 
 
 def _load_key(pem: str) -> nacl.signing.SigningKey:
@@ -135,12 +113,13 @@ def load_or_make_authority(folder: Path, overlay: str) -> tuple[CA, Identity]:
     signer = Identity.generate(ca, f"config@{overlay}", os.urandom(16), days=DEMO_DAYS)
     state = {
         "format": 1, "overlay": overlay,
-        "ca_key": _key_pem(ca.signing_key), "ca_certificate": _cert_pem(ca.certificate),
-        "signer_key": _key_pem(signer.signing_key),
+        "ca_key": key_pem(ca.signing_key).decode("ascii"),
+        "ca_certificate": _cert_pem(ca.certificate),
+        "signer_key": key_pem(signer.signing_key).decode("ascii"),
         "signer_certificate": _cert_pem(signer.certificate),
         "signer_user": signer.user_name, "signer_node_id": signer.node_id.hex(),
     }
-    _write_private(path, json.dumps(state, indent=1).encode("utf-8"))
+    enroll.write_private(path, json.dumps(state, indent=1).encode("utf-8"))
     return ca, signer
 
 

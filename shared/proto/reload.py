@@ -254,6 +254,41 @@ class _Reader:
 # ---------------------------------------------------------------- writing
 
 
+def _boolean(r, what):
+    v = r.u8(what)
+    if v > 1:
+        raise ReloadDecodeError(what + " is not a Boolean", r.pos - 1)
+    return v == 1
+
+
+def _join(items):
+    return b"".join([x.encode() for x in items])
+
+
+def _list(r, width, what, limit, fn, arg=None):
+    # A length-prefixed list (width 1, 2, 3 or 4 bytes): the items must
+    # fill it exactly; at most ``limit`` of them.
+    if width == 1:
+        n = r.u8(what + " length")
+    elif width == 2:
+        n = r.u16(what + " length")
+    elif width == 3:
+        n = r.u8(what + " length") << 16
+        n |= r.u16(what + " length")
+    else:
+        n = r.u32(what + " length")
+    end = r.sub_end(n, what)
+    outer = r.end
+    r.end = end
+    out = []
+    while r.pos < end:
+        if len(out) >= limit:
+            raise ReloadDecodeError("too many " + what, r.pos)
+        out.append(fn(r) if arg is None else fn(r, arg))
+    r.end = outer
+    return out
+
+
 def _u8(v):
     if not 0 <= v <= 0xFF:
         raise ReloadEncodeError("u8 out of range: %r" % (v,))

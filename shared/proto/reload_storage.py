@@ -44,7 +44,10 @@ from sipmesh.proto.reload import (
     ReloadDecodeError,
     ReloadEncodeError,
     Signature,
+    _boolean,
     _decode_identity,
+    _join,
+    _list,
     _op8,
     _op16,
     _op32,
@@ -79,10 +82,6 @@ MAX_REPLICAS = const(16)
 
 def _bool(v):
     return b"\x01" if v else b"\x00"
-
-
-def _join(items):
-    return b"".join([x.encode() for x in items])
 
 
 def _enc_values(values):
@@ -144,13 +143,6 @@ class MetaData(_S):
             + _u8(self.hash_algorithm)
             + _op8(self.hash_value)
         )
-
-
-def _boolean(r, what):
-    v = r.u8(what)
-    if v > 1:
-        raise ReloadDecodeError(what + " is not a Boolean", r.pos - 1)
-    return v == 1
 
 
 def _data_value(r):
@@ -237,27 +229,6 @@ def stored_data_signed_bytes(resource_id, kind, storage_time, value, identity):
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _list(r, width, what, limit, fn, arg=None):
-    # A length-prefixed list (width 1, 2 or 4 bytes): the items must fill
-    # it exactly; at most ``limit`` of them.
-    if width == 1:
-        n = r.u8(what + " length")
-    elif width == 2:
-        n = r.u16(what + " length")
-    else:
-        n = r.u32(what + " length")
-    end = r.sub_end(n, what)
-    outer = r.end
-    r.end = end
-    out = []
-    while r.pos < end:
-        if len(out) >= limit:
-            raise ReloadDecodeError("too many " + what, r.pos)
-        out.append(fn(r) if arg is None else fn(r, arg))
-    r.end = outer
-    return out
 
 
 class _Kinds:

@@ -47,7 +47,10 @@ from sipmesh.proto.reload import (
     NODE_ID_LEN,
     ReloadDecodeError,
     ReloadEncodeError,
+    _boolean,
     _decode_destinations,
+    _join,
+    _list,
     _op8,
     _op16,
     _Reader,
@@ -79,38 +82,6 @@ MAX_NODES = const(128)
 MAX_PROBE = const(32)
 MAX_KIND_DESCRIPTIONS = const(64)
 
-
-
-def _boolean(r, what):
-    v = r.u8(what)
-    if v > 1:
-        raise ReloadDecodeError(what + " is not a Boolean", r.pos - 1)
-    return v == 1
-
-
-def _list(r, width, what, limit, fn):
-    # A length-prefixed list (width 1, 2 or 3 bytes): items fill it exactly.
-    if width == 1:
-        n = r.u8(what + " length")
-    elif width == 2:
-        n = r.u16(what + " length")
-    else:
-        n = r.u8(what + " length") << 16
-        n |= r.u16(what + " length")
-    end = r.sub_end(n, what)
-    outer = r.end
-    r.end = end
-    out = []
-    while r.pos < end:
-        if len(out) >= limit:
-            raise ReloadDecodeError("too many " + what, r.pos)
-        out.append(fn(r))
-    r.end = outer
-    return out
-
-
-def _join(items):
-    return b"".join([x.encode() for x in items])
 
 
 def _nid(n):
