@@ -19,6 +19,7 @@ bench: $(VENV)/.stamp-bench
 	$(BIN)/python bench/frame_bench.py
 	$(BIN)/python bench/sip_bench.py
 	$(BIN)/python bench/overlay_bench.py --quick
+	$(BIN)/python bench/autopeer_bench.py
 
 lint: $(VENV)/.stamp-test
 	$(BIN)/ruff check .

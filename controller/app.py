@@ -57,12 +57,15 @@ class Controller:
             if ua is not None:
                 await ua.close()
             raise
+        autopeer = self._start_autopeer()
         tune_collector()
         log.info("controller ready; Ctrl-C stops it")
         try:
             await self._stop.wait()
         finally:
             log.info("stopping")
+            if autopeer is not None:
+                await autopeer
             if overlay is not None:
                 await overlay.stop()
             if ua is not None:
@@ -79,6 +82,21 @@ class Controller:
         service = OverlayService(cfg.overlay, cfg.data_dir, branch=cfg.branch)
         await service.start()
         return service
+
+    def _start_autopeer(self) -> asyncio.Task | None:
+        """The SIP Auto Peer poll loop (RFC 10006 §5) when ``[autopeer] enabled``;
+        it keeps ``DATA_DIR/autopeer.sqlite`` current and ends with the controller."""
+        cfg = self.config
+        if not cfg.autopeer.enabled:
+            log.info("autopeer: not enabled")
+            return None
+        from sipmesh.autopeer.service import AutoPeer
+        from sipmesh.autopeer.store import TrunkStore
+
+        peer = AutoPeer(cfg.autopeer, TrunkStore(cfg.data_dir / "autopeer.sqlite"))
+        log.info("autopeer: polling %s every %g h", cfg.autopeer.capset_url
+                 or cfg.autopeer.resource, cfg.autopeer.refresh_hours)
+        return asyncio.create_task(peer.run(self._stop), name="autopeer")
 
     async def _start_sip(self) -> UserAgent | None:
         """The SIP user agent on the configured sockets (none: nothing listens)."""

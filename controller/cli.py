@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sipmesh.overlay_cli import add_commands as add_overlay_commands
 
     add_overlay_commands(overlay_sub)
+    from sipmesh.trunk_cli import add_commands as add_trunk_commands
+
+    add_trunk_commands(sub)
     return parser
 
 

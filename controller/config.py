@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from sipmesh.autopeer.options import AutopeerOptions
+from sipmesh.autopeer.options import parse as parse_autopeer
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -47,6 +50,7 @@ class Config:
     sip_listen: tuple[tuple[str, str, int], ...] = ()
     sip_user: str = "controller"
     overlay: OverlayOptions = field(default_factory=OverlayOptions)
+    autopeer: AutopeerOptions = field(default_factory=AutopeerOptions)
 
 
 def default_text() -> str:
@@ -71,7 +75,7 @@ def load(path: str | Path | None = None) -> Config:
 
 
 def _validate(doc: dict, source: str) -> Config:
-    unknown = set(doc) - {"controller", "sip", "overlay"}
+    unknown = set(doc) - {"controller", "sip", "overlay", "autopeer"}
     if unknown:
         raise ConfigError(f"{source}: unknown section(s): {', '.join(sorted(unknown))}")
     section = doc.get("controller", {})
@@ -91,8 +95,12 @@ def _validate(doc: dict, source: str) -> Config:
         raise ConfigError(f"{source}: controller.log_level must be one of {', '.join(LOG_LEVELS)}")
     listen, user = _sip(doc.get("sip", {}), source)
     overlay = _overlay(doc.get("overlay", {}), source)
+    try:
+        autopeer = parse_autopeer(doc.get("autopeer", {}))
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
     return Config(branch=branch, data_dir=Path(data_dir), log_level=log_level, source=source,
-                  sip_listen=listen, sip_user=user, overlay=overlay)
+                  sip_listen=listen, sip_user=user, overlay=overlay, autopeer=autopeer)
 
 
 def _sip(section: object, source: str) -> tuple[tuple[tuple[str, str, int], ...], str]:
