@@ -82,6 +82,10 @@ async def end_to_end(runs: int, folder: Path) -> list[dict]:
     validator = Validator()
     server = CapServer(load_config(provider_files(folder)), validator=validator)
     base = await server.start()
+    doc = json.loads((DATA / "example-capset-rfc10006.json").read_text())
+    doc[f"{MODULE}:sip-auto-peering"]["revision"]["location"] = \
+        f"{base}/capserver/acme/capdoc.json"
+    (folder / "acme.json").write_text(json.dumps(doc, indent=1))
     ca = str(folder / "ca.pem")
     opts = AutopeerOptions(
         enabled=True, resource="acct:trunk@acme.example",
@@ -100,6 +104,17 @@ async def end_to_end(runs: int, folder: Path) -> list[dict]:
             (folder / f"state{i}.sqlite").unlink()
             if outcome.result != "applied":
                 raise RuntimeError(f"run {i}: {outcome}")
+        store = TrunkStore(folder / "steady.sqlite")
+        peer = AutoPeer(opts, store, validator=validator)
+        await peer.refresh()
+        steady = []
+        for i in range(runs):
+            t = time.perf_counter()
+            outcome = await peer.refresh()
+            steady.append(time.perf_counter() - t)
+            if outcome.result != "unchanged":
+                raise RuntimeError(f"steady run {i}: {outcome}")
+        store.close()
         phases: dict[str, list[float]] = {k: [] for k in
                                           ("discovery", "token", "fetch", "validate", "map")}
         url = f"{base}/capserver/acme/capdoc.json"
@@ -126,7 +141,8 @@ async def end_to_end(runs: int, folder: Path) -> list[dict]:
             phases["map"].append(time.perf_counter() - t)
     finally:
         await server.stop()
-    rows = [summary("end to end (fresh state, new connections)", total)]
+    rows = [summary("end to end (fresh state, new connections)", total),
+            summary("poll of an unchanged set (ETag -> 304, cached token)", steady)]
     rows += [summary(f"  {name} alone", v) for name, v in phases.items()]
     return rows
 

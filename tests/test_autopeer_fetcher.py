@@ -327,3 +327,34 @@ async def test_validating_server_keeps_serving_the_last_valid_set(provider, tmp_
     assert outcome.result == "applied"
     assert peer.trunk().early_media is False
     assert any("early media" in line for line in outcome.lines)
+
+
+async def test_revision_location_on_another_server_is_not_followed(provider, tmp_path,
+                                                                   validator):
+    provider.write("acme.json", capset("https://capserver.example.org/capserver/capdoc.json"))
+    peer, rec = make_peer(provider, tmp_path, validator, Clock())
+    assert (await peer.refresh()).result == "applied"
+    assert peer.store.get_meta("poll_url") is None
+    assert (await peer.refresh()).result == "unchanged"
+    hosts = {host for host in (p for _, p, _ in rec.seen)}
+    assert all(p.startswith(("/capserver/acme/", "/.well-known/", "/oauth/")) for p in hosts)
+
+
+async def test_poll_loop_applies_then_waits_for_the_next_due_time(provider, tmp_path,
+                                                                  validator):
+    import asyncio
+
+    clock = Clock()
+    peer, _ = make_peer(provider, tmp_path, validator, clock)
+    seen: asyncio.Queue = asyncio.Queue()
+    stop = asyncio.Event()
+    task = asyncio.create_task(peer.run(stop, seen.put_nowait))
+    first = await asyncio.wait_for(seen.get(), 30)
+    assert first.result == "applied"
+    assert peer.due() == T0 + 24 * 3600
+    peer.wake()
+    second = await asyncio.wait_for(seen.get(), 30)
+    assert second.result == "unchanged"
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    assert peer.trunk() is not None

@@ -107,7 +107,11 @@ documents = { "capdoc.json" = "acme.json" }
     try:
         line = proc.stdout.readline()
         assert "capserver listening on https://" in line, line + proc.stdout.read()
-        yield proc, line.rsplit(" ", 1)[-1].strip()
+        base = line.rsplit(" ", 1)[-1].strip()
+        doc = json.loads((tmp_path / "acme.json").read_text())
+        doc[ROOT]["revision"]["location"] = f"{base}/capserver/acme/capdoc.json"
+        (tmp_path / "acme.json").write_text(json.dumps(doc))
+        yield proc, base
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
-WEBFINGER_RELS = ("sip-trunking-capability", "sipTrunkingCapability")
+from sipmesh.autopeer.discovery import RELS
+
 AUTHORITY = "{authority}"
 MAX_RESOURCE = 2048
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,63}")
@@ -133,9 +134,9 @@ def load_config(path: str | Path) -> CapServerConfig:
     lifetime = r.get(raw, "token_lifetime", int, "token_lifetime", 3600)
     if lifetime <= 0:
         r.fail("token_lifetime", "must be a positive number of seconds")
-    rel = r.get(raw, "webfinger_rel", str, "webfinger_rel", WEBFINGER_RELS[0])
-    if rel not in WEBFINGER_RELS:
-        r.fail("webfinger_rel", f"must be one of {', '.join(WEBFINGER_RELS)}")
+    rel = r.get(raw, "webfinger_rel", str, "webfinger_rel", RELS[0])
+    if rel not in RELS:
+        r.fail("webfinger_rel", f"must be one of {', '.join(RELS)}")
     tables = r.get(raw, "enterprise", list, "enterprise", [])
     if not tables:
         r.fail("enterprise", "at least one [[enterprise]] table is needed")

@@ -4,7 +4,9 @@ RFC 10006 §5 recommends polling every 24 hours with conditional requests;
 §7.2 ``revision/not-before`` says when a set's parameters take effect and
 ``revision/location`` where the next revision is published. So each poll
 asks ``revision/location`` of the set in force (falling back to the
-configured or discovered URL when that fails), sends the stored ETag, and
+configured or discovered URL when that fails; a location on another
+server is not followed, so our token goes nowhere else), sends the stored
+ETag, and
 a valid set whose not-before lies ahead waits as the candidate and is
 applied at that instant. A provider that is down, refuses our token or
 serves an invalid document never changes the trunk in force (§8): the
@@ -27,7 +29,7 @@ from sipmesh.autopeer.diff import changes
 from sipmesh.autopeer.discovery import discover
 from sipmesh.autopeer.errors import AutopeerError
 from sipmesh.autopeer.fetch import fetch_capset
-from sipmesh.autopeer.https import open_session
+from sipmesh.autopeer.https import open_session, same_origin
 from sipmesh.autopeer.options import AutopeerOptions
 from sipmesh.autopeer.store import StoredCapset, TrunkStore
 from sipmesh.autopeer.token import ClientCredentials, StaticToken
@@ -195,7 +197,10 @@ class AutoPeer:
             result = await fetch_capset(session, url, self.tokens(), etag=self.store.etag(url))
         if result.status == 304 or result.body is None:
             return Outcome("unchanged", result.url)
-        return self.accept(result.url, result.etag, result.body, now=now)
+        outcome = self.accept(result.url, result.etag, result.body, now=now)
+        if result.url != url and result.etag and outcome.result != "rejected":
+            self.store.set_meta(f"etag {url}", result.etag)
+        return outcome
 
     def accept(self, url: str, etag: str | None, body: bytes, *,
                now: float | None = None, force: bool = False) -> Outcome:
@@ -228,8 +233,11 @@ class AutoPeer:
         self.store.save(url, etag, body, to_json(cfg), not_before, activate=activate, now=now,
                         lines=lines)
         location = cfg.revision_location
-        if location and location.startswith("https://"):
+        if location and location.startswith("https://") and same_origin(location, url):
             self.store.set_meta("poll_url", location)
+        elif location and location != url:
+            log.info("revision/location %s is not on %s's server: our token stays there, "
+                     "polls go to the configured URL", location, url)
         if activate:
             log.info("trunk configuration applied from %s: %s", url, "; ".join(lines))
             return Outcome("applied", url, lines)
@@ -264,11 +272,12 @@ class AutoPeer:
         """Poll now (``sipmesh trunk fetch`` against a running controller)."""
         self._wake.set()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Poll when due until stop is set; never raises for provider trouble."""
+    async def run(self, stop: asyncio.Event,
+                  on_outcome: Callable[[Outcome], None] | None = None) -> None:
+        """Poll when due until stop is set; never raises for provider trouble.
+        ``on_outcome`` sees every poll's result (tests, the control channel)."""
         while not stop.is_set():
             delay = max(0.0, self.due() - self.clock())
-            self._wake.clear()
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
             try:
                 await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
@@ -277,6 +286,7 @@ class AutoPeer:
                     w.cancel()
             if stop.is_set():
                 return
+            self._wake.clear()
             try:
                 outcome = await self.refresh()
             except Exception:  # noqa: BLE001 - a bug must not end the poll loop
@@ -285,3 +295,5 @@ class AutoPeer:
                                  self.clock())
                 continue
             log.info("capability set poll: %s %s", outcome.result, outcome.url or "")
+            if on_outcome is not None:
+                on_outcome(outcome)
