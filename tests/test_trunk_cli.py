@@ -6,6 +6,7 @@ trunk state in a data folder that outlives each command (RFC 10006 §4-§8).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -175,3 +176,46 @@ def test_yanglint_is_the_second_judge_of_the_cli_verdicts(tmp_path):
              str(yang / "ietf-sip-auto-peering@2026-06-15.yang"), str(doc)],
             capture_output=True).returncode
         assert (ours, theirs != 0) == (expected, bool(expected)), doc
+
+
+def test_controller_polls_the_provider_and_keeps_the_trunk(capserver, tmp_path):
+    """`sipmesh run` with [autopeer] enabled discovers, fetches and applies the
+    trunk into the state file that `sipmesh trunk show` reads."""
+    proc, base = capserver
+    cfg = tmp_path / "branch.toml"
+    cfg.write_text(f"""
+[controller]
+branch = "lyon"
+data_dir = "{tmp_path / 'state'}"
+[sip]
+listen = []
+[overlay]
+enabled = false
+[autopeer]
+enabled = true
+resource = "acct:trunk@acme.example"
+webfinger_host = "{base.removeprefix('https://')}"
+token_url = "{base}/oauth/token"
+client_id = "acme-sbc"
+client_secret_file = "{tmp_path / 'acme.secret'}"
+ca_file = "{tmp_path / 'ca.pem'}"
+""")
+    controller = subprocess.Popen([SIPMESH, "run", "--config", str(cfg)], cwd=tmp_path,
+                                  stderr=subprocess.PIPE, text=True,
+                                  env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    log = []
+    try:
+        for line in controller.stderr:
+            log.append(line)
+            if "capability set poll:" in line:
+                break
+        assert "capability set poll: applied" in log[-1], "".join(log)
+        shown = json.loads(sipmesh("trunk", "show", "--json", "--config", str(cfg)).stdout)
+        assert shown["source"] == f"{base}/capserver/acme/capdoc.json"
+        assert [c["name"] for c in shown["trunk"]["codecs"]] == ["PCMU", "G729"]
+        controller.terminate()
+        rest = controller.communicate(timeout=30)[1]
+    finally:
+        controller.kill()
+    assert controller.returncode == 0, rest
+    assert "Traceback" not in "".join(log) + rest
