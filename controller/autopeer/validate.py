@@ -289,23 +289,32 @@ def _pointer(raw: dict, path: str) -> str:
     return "/" + "/".join(out)
 
 
-def _fill(raw: dict, path: str, reference: dict) -> bool:
-    """Put the reference document's node at path (list indices read as 0)
-    in place of raw's; False when either side has no such place."""
+def _parent(raw: dict, path: str) -> tuple[object, str] | None:
+    """(the container holding the node at a JSON pointer, the node's last
+    segment); None for the document's root or a path that leads nowhere."""
     parts = [p for p in path.split("/") if p]
     if len(parts) < 2:
-        return False
-    source = reference
-    for key in parts:
-        source = _step(source, "0" if key.isdigit() else key)
-        if source is None:
-            return False
+        return None
     node = raw
     for key in parts[:-1]:
         node = _step(node, key)
         if node is None:
+            return None
+    return node, parts[-1]
+
+
+def _fill(raw: dict, path: str, reference: dict) -> bool:
+    """Put the reference document's node at path (list indices read as 0)
+    in place of raw's; False when either side has no such place."""
+    source = reference
+    for key in (p for p in path.split("/") if p):
+        source = _step(source, "0" if key.isdigit() else key)
+        if source is None:
             return False
-    last = parts[-1]
+    found = _parent(raw, path)
+    if found is None:
+        return False
+    node, last = found
     if isinstance(node, dict):
         node[last] = copy.deepcopy(source)
         return True
@@ -317,15 +326,10 @@ def _fill(raw: dict, path: str, reference: dict) -> bool:
 
 def _remove(raw: dict, path: str) -> bool:
     """Delete the node at a JSON pointer like /mod:a/b/0/c; False if impossible."""
-    parts = [p for p in path.split("/") if p]
-    if len(parts) < 2:
+    found = _parent(raw, path)
+    if found is None:
         return False
-    node = raw
-    for key in parts[:-1]:
-        node = _step(node, key)
-        if node is None:
-            return False
-    last = parts[-1]
+    node, last = found
     if isinstance(node, list) and last.isdigit() and int(last) < len(node):
         del node[int(last)]
         return True
