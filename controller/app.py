@@ -11,11 +11,15 @@ import asyncio
 import gc
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 from sipmesh import __version__
 from sipmesh.config import Config
 from sipmesh.overlay.service import OverlayService
 from sipmesh.sip.ua import UserAgent
+
+if TYPE_CHECKING:
+    from sipmesh.boards.service import BoardService
 
 log = logging.getLogger("sipmesh")
 
@@ -58,12 +62,25 @@ class Controller:
                 await ua.close()
             raise
         autopeer = self._start_autopeer()
+        try:
+            boards = await self._start_boards(overlay)
+        except BaseException:
+            self._stop.set()
+            if autopeer is not None:
+                await autopeer
+            if overlay is not None:
+                await overlay.stop()
+            if ua is not None:
+                await ua.close()
+            raise
         tune_collector()
         log.info("controller ready; Ctrl-C stops it")
         try:
             await self._stop.wait()
         finally:
             log.info("stopping")
+            if boards is not None:
+                await boards.stop()
             if autopeer is not None:
                 await autopeer
             if overlay is not None:
@@ -80,6 +97,19 @@ class Controller:
             log.info("overlay: not enabled")
             return None
         service = OverlayService(cfg.overlay, cfg.data_dir, branch=cfg.branch)
+        await service.start()
+        return service
+
+    async def _start_boards(self, overlay: OverlayService | None) -> BoardService | None:
+        """The boards service when ``[boards] enabled``: configuration endpoint,
+        mDNS browsing and announcement (RFC 6762/6763), heartbeat watch."""
+        cfg = self.config
+        if not cfg.boards.enabled:
+            log.info("boards: not enabled")
+            return None
+        from sipmesh.boards.service import BoardService
+
+        service = BoardService(cfg.boards, cfg.data_dir, overlay, branch=cfg.branch)
         await service.start()
         return service
 

@@ -97,6 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     from sipmesh.trunk_cli import add_commands as add_trunk_commands
 
     add_trunk_commands(sub)
+
+    board = sub.add_parser("board", help="one board: build, flash, deploy, provision, sim")
+    board_sub = board.add_subparsers(dest="board_command", metavar="BOARDCOMMAND", required=True)
+    from sipmesh.board_cli import add_commands as add_board_commands
+    from sipmesh.board_serial_cli import add_commands as add_board_serial_commands
+
+    add_board_commands(board_sub)
+    add_board_serial_commands(board_sub)
+    from sipmesh.boards_cli import add_commands as add_boards_commands
+
+    add_boards_commands(sub)
     return parser
 
 

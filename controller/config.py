@@ -14,6 +14,8 @@ from pathlib import Path
 
 from sipmesh.autopeer.options import AutopeerOptions
 from sipmesh.autopeer.options import parse as parse_autopeer
+from sipmesh.boards.options import BoardsOptions
+from sipmesh.boards.options import parse as parse_boards
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -37,6 +39,7 @@ class OverlayOptions:
     password_file: Path | None = None
     plain_tcp: bool = False
     stun: tuple[str, int] | None = None
+    client_listen: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class Config:
     sip_user: str = "controller"
     overlay: OverlayOptions = field(default_factory=OverlayOptions)
     autopeer: AutopeerOptions = field(default_factory=AutopeerOptions)
+    boards: BoardsOptions = field(default_factory=BoardsOptions)
 
 
 def default_text() -> str:
@@ -75,7 +79,7 @@ def load(path: str | Path | None = None) -> Config:
 
 
 def _validate(doc: dict, source: str) -> Config:
-    unknown = set(doc) - {"controller", "sip", "overlay", "autopeer"}
+    unknown = set(doc) - {"controller", "sip", "overlay", "autopeer", "boards"}
     if unknown:
         raise ConfigError(f"{source}: unknown section(s): {', '.join(sorted(unknown))}")
     section = doc.get("controller", {})
@@ -97,10 +101,12 @@ def _validate(doc: dict, source: str) -> Config:
     overlay = _overlay(doc.get("overlay", {}), source)
     try:
         autopeer = parse_autopeer(doc.get("autopeer", {}))
+        boards = parse_boards(doc.get("boards", {}))
     except ValueError as e:
         raise ConfigError(f"{source}: {e}") from None
     return Config(branch=branch, data_dir=Path(data_dir), log_level=log_level, source=source,
-                  sip_listen=listen, sip_user=user, overlay=overlay, autopeer=autopeer)
+                  sip_listen=listen, sip_user=user, overlay=overlay, autopeer=autopeer,
+                  boards=boards)
 
 
 def _sip(section: object, source: str) -> tuple[tuple[tuple[str, str, int], ...], str]:
@@ -129,7 +135,7 @@ def _sip(section: object, source: str) -> tuple[tuple[tuple[str, str, int], ...]
 
 
 _OVERLAY_KEYS = {"enabled", "listen", "bootstrap", "first", "demo", "enroll_url", "user",
-                 "password_file", "plain_tcp", "stun"}
+                 "password_file", "plain_tcp", "stun", "client_listen"}
 
 
 def parse_host_port(text: object) -> tuple[str, int]:
@@ -170,12 +176,18 @@ def _overlay(section: object, source: str) -> OverlayOptions:
             stun = parse_host_port(section["stun"])
         except ValueError as e:
             raise ConfigError(f"{source}: overlay.stun {e}") from None
+    client_listen = None
+    if "client_listen" in section:
+        try:
+            client_listen = parse_host_port(section["client_listen"])
+        except ValueError as e:
+            raise ConfigError(f"{source}: overlay.client_listen {e}") from None
     opts = OverlayOptions(
         enabled=section.get("enabled", False), listen=listen, bootstrap=bootstrap, stun=stun,
         first=section.get("first", False), demo=section.get("demo", False),
         enroll_url=section.get("enroll_url", ""), user=section.get("user", ""),
         password_file=Path(section["password_file"]) if section.get("password_file") else None,
-        plain_tcp=section.get("plain_tcp", False),
+        plain_tcp=section.get("plain_tcp", False), client_listen=client_listen,
     )
     if opts.enabled and not opts.demo and not (opts.enroll_url and opts.user
                                                and opts.password_file):

@@ -20,7 +20,13 @@ from sipmesh.boards import unixport
 MODULES = [
     "cbor_checks",
     "cbor_malformed_checks",
+    "crypto_checks",
+    "device_record_checks",
+    "boardcfg_checks",
     "frame_checks",
+    "mgmt_checks",
+    "mdns_checks",
+    "heartbeat_checks",
     "reload_checks",
     "reload_storage_checks",
     "reload_topology_checks",

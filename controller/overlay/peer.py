@@ -62,6 +62,7 @@ class Peer(MessageLayer, ChordProtocol, StorageProtocol):
         ack_timeout: float = 5.0,
         on_event: Callable[[str, dict], None] | None = None,
         ice_stun: tuple[str, int] | None = None,
+        client_listen: tuple[str, int] | None = None,
     ):
         self.identity = identity
         self.node_id = bytes(identity.node_id)
@@ -76,6 +77,11 @@ class Peer(MessageLayer, ChordProtocol, StorageProtocol):
         self.on_event = on_event
         # With a STUN server, Attach offers ICE candidates (§6.5.1.3) as well as TCP.
         self.ice_stun = ice_stun
+        # Plain-TCP listener for RELOAD clients (§3.2, §4.2.1): boards.
+        self.client_listen = client_listen
+        self.client_port: int | None = None
+        self._client_listener = None
+        self._client_links: set = set()
         self.table = ChordTable(self.own)
         self.links: dict[int, Any] = {}
         self._unbound: set = set()
@@ -126,6 +132,20 @@ class Peer(MessageLayer, ChordProtocol, StorageProtocol):
             ack_timeout=self.ack_timeout,
         )
         self.port = self._listener.port
+        if self.client_listen is not None:
+            try:
+                self._client_listener = await links.listen(
+                    self.client_listen[0],
+                    self.client_listen[1],
+                    on_link=self._on_client_link,
+                    on_message=self._on_message,
+                    on_closed=self._on_link_closed,
+                    ack_timeout=self.ack_timeout,
+                )
+            except OSError:
+                self._listener.close()
+                raise
+            self.client_port = self._client_listener.port
         self._loop_task = asyncio.get_running_loop().create_task(self._stabilise_loop())
 
     async def join(self, bootstrap: list[tuple[str, int]] = (), *, first: bool = False) -> None:
@@ -185,6 +205,8 @@ class Peer(MessageLayer, ChordProtocol, StorageProtocol):
             t.cancel()
         if self._listener is not None:
             self._listener.close()
+        if self._client_listener is not None:
+            self._client_listener.close()
         for ln in list(self.links.values()) + list(self._unbound):
             ln.abort() if abort else ln.close()
         for p in self._pending.values():
@@ -241,10 +263,24 @@ class Peer(MessageLayer, ChordProtocol, StorageProtocol):
             "successors": [to_bytes(n).hex() for n in t.successors],
             "fingers": [to_bytes(n).hex() for n in t.finger_ids()],
             "links": sorted(to_bytes(n).hex() for n in self.links),
+            "clients": sorted(
+                to_bytes(n).hex() for n, ln in self.links.items() if ln in self._client_links
+            ),
             "responsible": [to_bytes(x).hex() for x in t.responsible_range()],
             "stored": self.store.stats(),
             "uptime": self.uptime(),
         }
+
+    def _on_client_link(self, link) -> None:
+        """A link on the client listener: unbound until its first signed
+        message names the client (§4.2.1), and a client link for good."""
+        self._client_links.add(link)
+        self._unbound.add(link)
+
+    def _send_update(self, node: int, kind: int) -> None:
+        # A client is not a neighbour: it gets no Chord Updates (§3.2).
+        if not self.is_client(node):
+            ChordProtocol._send_update(self, node, kind)
 
     _handlers = {
         rl.PING_REQ: ChordProtocol._h_ping,

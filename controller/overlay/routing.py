@@ -40,6 +40,10 @@ from sipmesh.proto import reload_topology as rt
 
 log = logging.getLogger("sipmesh.overlay")
 
+# Requests that would make the sender a ring member or a neighbour's link
+# (§6.4.2, §6.5.1): refused when they come straight from a client link.
+_PEER_ONLY = (rl.JOIN_REQ, rl.UPDATE_REQ, rl.ATTACH_REQ)
+
 
 class MessageLayer:
     """Routing, forwarding, transactions and dispatch; mixed into Peer."""
@@ -60,12 +64,21 @@ class MessageLayer:
         total = len(hb) + len(contents) + len(sec)
         return b"".join((hb[:16], total.to_bytes(4, "big"), hb[20:], contents, sec))
 
-    def _route(self, target: int) -> Any | None:
+    def _route(self, target: int, node: bool = False) -> Any | None:
+        """The link to send towards ``target``. A client's link (§3.2, §4.2.1)
+        carries only messages for the client's own Node-ID (``node``): it is
+        never a hop towards anything else."""
         ln = self.links.get(target)
-        if ln is not None:
+        if ln is not None and (node or ln not in self._client_links):
             return ln
         nxt = self.table.next_hop(target)
-        return self.links.get(nxt) if nxt is not None else None
+        ln = self.links.get(nxt) if nxt is not None else None
+        return None if ln in self._client_links else ln
+
+    def is_client(self, node: int) -> bool:
+        """Is ``node`` a RELOAD client linked to this peer (§3.2)?"""
+        ln = self.links.get(node)
+        return ln is not None and ln in self._client_links
 
     def _request(
         self,
@@ -116,7 +129,7 @@ class MessageLayer:
             elif first.type == rl.DEST_RESOURCE and self.table.responsible(target):
                 ln = "local"
             else:
-                ln = self._route(target)
+                ln = self._route(target, first.type == rl.DEST_NODE)
         loop = asyncio.get_running_loop()
         p.timer = loop.call_later(self.settings.reliability_timer, self._transmit, tid, p)
         if ln == "local":
@@ -174,10 +187,32 @@ class MessageLayer:
             self._unbound.add(link)
 
     def _bind(self, link, node: int) -> None:
-        """Put a link in the Connection Table under the Node-ID it proved."""
+        """Put a link in the Connection Table under the Node-ID it proved.
+
+        A client link (§3.2) never displaces a ring member's: a client whose
+        Node-ID is ours, in the Chord table or on a peer link is refused; a
+        peer link with a client's Node-ID replaces the client's link."""
         self._unbound.discard(link)
-        link.remote_node_id = to_bytes(node)
         old = self.links.get(node)
+        if link in self._client_links:
+            if node == self.own or node in self.table.nodes() or (
+                old is not None and not old.closed and old not in self._client_links
+            ):
+                log.info("client link refused: Node-ID %x belongs to a ring member", node)
+                self._client_links.discard(link)
+                link.close()
+                return
+            link.remote_node_id = to_bytes(node)
+            if old is not None and old is not link:
+                old.remote_node_id = None
+                old.close()
+            self.links[node] = link
+            return
+        link.remote_node_id = to_bytes(node)
+        if old is not None and old in self._client_links:
+            old.remote_node_id = None
+            old.close()
+            old = None
         if old is not None and old is not link and not old.closed:
             # Both sides attached at once: keep the link the smaller Node-ID opened.
             keep_new = getattr(link, "initiated", False) == (self.own < node)
@@ -196,6 +231,7 @@ class MessageLayer:
 
     def _on_link_closed(self, link, exc) -> None:
         self._unbound.discard(link)
+        self._client_links.discard(link)
         self.stats["closed_link_bytes"] += link.bytes_sent
         rid = link.remote_node_id
         if rid is None:
@@ -339,7 +375,7 @@ class MessageLayer:
             if is_request:
                 self._reject(hdr, link, rl.ERROR_TTL_EXCEEDED, "TTL exceeded")
             return
-        nxt = self._route(target)
+        nxt = self._route(target, hdr.destinations[0].type == rl.DEST_NODE)
         if nxt is link:
             # Our table sends it back where it came from (tables disagree
             # while the ring repairs): take the best other next hop.
@@ -467,7 +503,11 @@ class MessageLayer:
 
     def _send_answer(self, link, dests, tid, code, body, extra=()) -> None:
         data = self._encode(dests, code, body, tid, extra)
-        ln = link if link is not None and not link.closed else self._route(dest_int(dests[0]))
+        ln = (
+            link
+            if link is not None and not link.closed
+            else self._route(dest_int(dests[0]), True)
+        )
         if ln is None:
             return
         with contextlib.suppress(links.LinkError):
@@ -479,6 +519,8 @@ class MessageLayer:
             c.check_extensions()
         except rl.ReloadDecodeError as e:
             raise OverlayError(e.code or rl.ERROR_UNKNOWN_EXTENSION, str(e)) from e
+        if c.code in _PEER_ONLY and from_node == origin and self.is_client(from_node):
+            raise OverlayError(rl.ERROR_FORBIDDEN, "a client takes no part in the ring (§3.2)")
         handler = self._handlers.get(c.code)
         if handler is None:
             raise OverlayError(rl.ERROR_INVALID_MESSAGE, f"unsupported message code {c.code}")

@@ -42,6 +42,7 @@ from sipmesh.overlay.security import (
     SecurityError,
     Verifier,
     check_certificate,
+    issue,
     key_pem,
     make_ca,
 )
@@ -53,12 +54,14 @@ log = logging.getLogger("sipmesh.overlay")
 
 KIND_SIP_REGISTRATION = 1  # RFC 7904 §3: dictionary keyed by Node-ID, USER-NODE-MATCH
 KIND_NOTE = 0xF0000001  # private-use range (§14.6): a short text a user may publish
+KIND_DEVICE_RECORD = 0xF0000002  # private use: a board's device record (proto.device_record)
 
 # The Kinds our own documents (demo, `sipmesh overlay enrollment-server`) declare.
 DEFAULT_KINDS = (
     KindDef(KIND_SIP_REGISTRATION, "SIP-REGISTRATION", MODEL_DICTIONARY, USER_NODE_MATCH,
             16, 4096),
     KindDef(KIND_NOTE, "sipmesh-note", MODEL_SINGLE, USER_MATCH, 1, 1024),
+    KindDef(KIND_DEVICE_RECORD, "sipmesh device record", MODEL_SINGLE, USER_MATCH, 1, 1024),
 )
 
 AUTHORITY_FILE = "authority.json"
@@ -84,6 +87,24 @@ def _load_key(pem: str) -> nacl.signing.SigningKey:
 
 def _cert_pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def demo_board_certificate(data_dir: Path, overlay: str, pub32: bytes,
+                           user_name: str) -> tuple[bytes, bytes]:
+    """(certificate DER, CA public key) for a board's Ed25519 key, issued by
+    the demo overlay's CA kept in ``data_dir`` with a fresh random Node-ID
+    (§11.3: the enrollment server assigns Node-IDs). Used by a running
+    controller and by ``sipmesh board provision`` in another process; the CA
+    must already exist (the controller made it on its first start)."""
+    if len(pub32) != 32:
+        raise OverlayServiceError("a board key is a 32-byte Ed25519 public key")
+    folder = Path(data_dir) / "overlay-demo"
+    if not (folder / AUTHORITY_FILE).exists():
+        raise OverlayServiceError(f"no demo overlay CA in {folder}: start the controller "
+                                  "(sipmesh run) once first")
+    ca, _ = load_or_make_authority(folder, overlay)
+    cert = issue(ca, bytes(pub32), user_name, os.urandom(16), overlay, days=DEMO_DAYS)
+    return cert.public_bytes(serialization.Encoding.DER), ca.signing_key.verify_key.encode()
 
 
 def load_or_make_authority(folder: Path, overlay: str) -> tuple[CA, Identity]:
@@ -235,7 +256,8 @@ class OverlayService:
             tls = links.tls_contexts(enrollment.identity, root)
         host, port = opts.listen
         peer = Peer(enrollment.identity, settings, store, verifier=verifier, host=host,
-                    port=port, tls=tls, on_event=self._on_event, ice_stun=opts.stun)
+                    port=port, tls=tls, on_event=self._on_event, ice_stun=opts.stun,
+                    client_listen=opts.client_listen)
         try:
             await peer.start()
         except OSError as e:
@@ -256,6 +278,21 @@ class OverlayService:
                  peer.node_id.hex(), settings.name, peer.host, peer.port,
                  "plain TCP" if tls is None else "TLS",
                  "a ring of one" if self.joined_via == "first" else f"joined via {self.joined_via}")
+        if peer.client_port is not None:
+            log.info("overlay clients (boards) connect on %s:%d (plain TCP, signed messages)",
+                     opts.client_listen[0], peer.client_port)
+
+    def issue_board_certificate(self, pub32: bytes, user_name: str) -> bytes:
+        """A certificate (DER) for a board's Ed25519 key, issued by the demo
+        overlay's CA with a fresh random Node-ID (§11.3: the enrollment
+        server assigns Node-IDs). The board uses it as a RELOAD client
+        (§3.2). Only a demo controller holds a CA; an enrolled one raises
+        OverlayServiceError (its boards would enroll at the overlay's server)."""
+        if not self.options.demo or self.enrollment is None:
+            raise OverlayServiceError("only a started demo overlay holds a CA to issue "
+                                      "board certificates")
+        return demo_board_certificate(self.data_dir, self.enrollment.config.instance_name,
+                                      pub32, user_name)[0]
 
     async def stop(self) -> None:
         """Close the control channel, then Leave the ring gracefully (§10.9)."""

@@ -25,6 +25,14 @@ and RP2040 builds) get the nearest single-precision value of a decoded
 double, and their floats encode from that value. Management messages
 therefore carry no floats: use integers with a stated unit.
 
+Heap: a board keeps this module resident, so it holds only what sipmesh's
+own messages use (ints, strings, arrays, maps, bool, null, tags). Floats,
+bignums, simple values, undefined, array map keys, non-ASCII text checks on
+MicroPython and subclasses of the built-in types are handled by
+``cbor_ext``, imported the first time such an item is met; a board may drop
+it from ``sys.modules`` afterwards. ``Simple`` and ``UNDEFINED`` are served
+from there too (module ``__getattr__``, PEP 562).
+
 Limits: ``max_size`` bytes of input, ``max_depth`` nested containers and
 tags, ``max_items`` data items. The decoder never recurses (a board's C
 stack is small) and never allocates from a declared length before the
@@ -32,15 +40,13 @@ bytes are there. Every malformed input raises ``CBORDecodeError`` with the
 byte offset where the problem was found; nothing else escapes ``loads``.
 """
 
-import struct
-import sys
-
 try:
     from micropython import const
-except ImportError:
 
-    def const(x):
-        return x
+    _MP = True
+except ImportError:
+    _MP = False
+    const = int
 
 
 # Default limits, each far above what sipmesh sends and far below what hurts
@@ -55,8 +61,6 @@ MAX_ITEMS = const(16384)
 # MicroPython, growing lists by reallocation fragments the heap (measured:
 # 13 KiB more heap to decode a 4 KB configuration without it).
 _PREALLOC = const(64)
-
-_MICROPYTHON = sys.implementation.name == "micropython"
 
 _FILL = const(-1)  # definite array preallocated to its length
 _ARRAY = const(0)
@@ -87,160 +91,60 @@ class Tag:
     """A tagged data item (RFC 8949 §3.4) whose tag this module does not interpret."""
 
     def __init__(self, tag, value):
-        if not isinstance(tag, int) or tag < 0 or tag > 0xFFFFFFFFFFFFFFFF:
-            raise CBOREncodeError("tag number must be an unsigned 64-bit int")
+        if not isinstance(tag, int) or tag < 0 or tag >> 64:
+            raise CBOREncodeError("bad tag")
         self.tag = tag
         self.value = value
 
-    def __eq__(self, other):
-        return isinstance(other, Tag) and self.tag == other.tag and self.value == other.value
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
+    def __eq__(self, x):
+        return isinstance(x, Tag) and self.tag == x.tag and self.value == x.value
 
     def __hash__(self):
         return hash((self.tag, self.value))
 
     def __repr__(self):
-        return "Tag(%d, %r)" % (self.tag, self.value)
+        return "Tag" + repr((self.tag, self.value))
 
 
-class Simple:
-    """A simple value (RFC 8949 §3.3) other than false, true, null and undefined."""
+def _ext():
+    from sipmesh.proto import cbor_ext
 
-    def __init__(self, value):
-        if not isinstance(value, int) or not (0 <= value < 20 or 32 <= value < 256):
-            raise CBOREncodeError("simple value must be 0..19 or 32..255")
-        self.value = value
-
-    def __eq__(self, other):
-        return isinstance(other, Simple) and self.value == other.value
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
-    def __hash__(self):
-        return hash(("simple", self.value))
-
-    def __repr__(self):
-        return "Simple(%d)" % self.value
+    return cbor_ext
 
 
-class _Undefined:
-    def __repr__(self):
-        return "UNDEFINED"
+def __getattr__(name):
+    if name == "Simple" or name == "UNDEFINED":
+        return getattr(_ext(), name)
+    raise AttributeError(name)
 
-    def __bool__(self):
-        return False
-
-
-UNDEFINED = _Undefined()
 
 # --- encoding ---------------------------------------------------------------
 
-_END = object()  # closes a container on the encoder's work stack
+_END = object()  # closes a container on the encoder's stack; no map key yet
 _RAW = object()  # the next stack entry is already-encoded bytes
 
 
-def _head(out, major, n):
-    mt = major << 5
+def _head(buf, t, n):
+    """Append to buf the initial byte (major type bits ``t``) and argument n < 2**64 (§3)."""
     if n < 24:
-        out.append(mt | n)
-    elif n < 0x100:
-        out.append(mt | 24)
-        out.append(n)
-    elif n < 0x10000:
-        out += struct.pack(">BH", mt | 25, n)
-    elif n < 0x100000000:
-        out += struct.pack(">BI", mt | 26, n)
-    else:
-        out += struct.pack(">BQ", mt | 27, n)
-
-
-def _bignum(out, tag, n):
-    length = 0
-    x = n
-    while x:
-        x >>= 8
-        length += 1
-    out.append(0xC0 | tag)
-    b = n.to_bytes(length, "big")
-    _head(out, 2, len(b))
-    out += b
-
-
-def _half_bits(single):
-    """The binary16 pattern equal to this binary32 pattern, or None (RFC 8949 §4.2.1)."""
-    b = (single[0] << 24) | (single[1] << 16) | (single[2] << 8) | single[3]
-    sign = (b >> 16) & 0x8000
-    exp = (b >> 23) & 0xFF
-    mant = b & 0x7FFFFF
-    if exp == 0xFF:
-        return None if mant else sign | 0x7C00
-    if exp == 0:
-        return None if mant else sign
-    e = exp - 127
-    if -14 <= e <= 15:
-        if mant & 0x1FFF:
-            return None
-        return sign | ((e + 15) << 10) | (mant >> 13)
-    if -24 <= e < -14:
-        sig = mant | 0x800000
-        shift = -(e + 1)
-        if sig & ((1 << shift) - 1):
-            return None
-        return sign | (sig >> shift)
-    return None
-
-
-def _float(out, v):
-    if v != v:
-        out += b"\xf9\x7e\x00"
+        buf.append(t | n)
         return
-    try:
-        single = struct.pack(">f", v)
-    except OverflowError:
-        single = None
-    if single is not None and struct.unpack(">f", single)[0] == v:
-        h = _half_bits(single)
-        if h is None:
-            out.append(0xFA)
-            out += single
-        else:
-            out.append(0xF9)
-            out.append(h >> 8)
-            out.append(h & 0xFF)
-    else:
-        out.append(0xFB)
-        out += struct.pack(">d", v)
+    ai = 24
+    k = 8
+    while n >> k:
+        k <<= 1
+        ai += 1
+    buf.append(t | ai)
+    while k:
+        k -= 8
+        buf.append((n >> k) & 255)
 
 
-def _int(out, v):
-    if v >= 0:
-        if v <= 0xFFFFFFFFFFFFFFFF:
-            _head(out, 0, v)
-        else:
-            _bignum(out, 2, v)
-    else:
-        n = -1 - v
-        if n <= 0xFFFFFFFFFFFFFFFF:
-            _head(out, 1, n)
-        else:
-            _bignum(out, 3, n)
-
-
-def _map_items(d, depth, max_depth):
-    """Key encodings paired with values, in length-first order (RFC 8949 §4.2.3)."""
-    items = []
-    for k, v in d.items():
-        kb = dumps(k, max_depth - depth)
-        items.append((len(kb), kb, v))
-    items.sort(key=_sort_key)
-    return items
-
-
-def _sort_key(item):
-    return (item[0], item[1])
+def _text(buf, s):
+    # MicroPython's str is UTF-8 and exports its bytes without a copy.
+    b = memoryview(s) if _MP else s.encode()
+    _head(buf, 0x60, len(b))
+    buf += b
 
 
 def dumps(obj, max_depth=MAX_DEPTH):
@@ -263,158 +167,69 @@ def dumps(obj, max_depth=MAX_DEPTH):
             continue
         t = type(v)
         if t is str:
-            b = v.encode("utf-8")
-            _head(out, 3, len(b))
-            out += b
-        elif t is int:
-            _int(out, v)
+            _text(out, v)
+        elif t is int and not (v if v >= 0 else ~v) >> 64:
+            if v >= 0:
+                _head(out, 0, v)
+            else:
+                _head(out, 0x20, ~v)
         elif t is bytes or t is bytearray or t is memoryview:
-            _head(out, 2, len(v))
+            _head(out, 0x40, len(v))
             out += v
         elif t is bool:
             out.append(0xF5 if v else 0xF4)
         elif v is None:
             out.append(0xF6)
-        elif t is float:
-            _float(out, v)
         elif t is dict or t is list or t is tuple or t is Tag:
             depth += 1
             if depth > max_depth:
-                raise CBOREncodeError("nesting deeper than %d (or a cycle)" % max_depth)
+                raise CBOREncodeError("nesting>%d" % max_depth)
             stack.append(_END)
-            if t is dict:
-                _head(out, 5, len(v))
-                items = _map_items(v, depth, max_depth)
-                i = len(items) - 1
-                while i >= 0:
-                    stack.append(items[i][2])
-                    stack.append(items[i][1])
-                    stack.append(_RAW)
-                    i -= 1
-            elif t is Tag:
-                _head(out, 6, v.tag)
+            if t is Tag:
+                _head(out, 0xC0, v.tag)
                 stack.append(v.value)
-            else:
-                _head(out, 4, len(v))
-                i = len(v) - 1
-                while i >= 0:
-                    stack.append(v[i])
+            elif t is dict:
+                _head(out, 0xA0, len(v))
+                # Length-first order (§4.2.3) is (length, bytes) order of the
+                # key encodings; the index keeps values out of comparisons.
+                pairs = []
+                for k in v:
+                    if type(k) is str:
+                        kb = bytearray()
+                        _text(kb, k)
+                    else:
+                        kb = dumps(k, max_depth - depth)
+                    pairs.append((len(kb), kb, len(pairs), v[k]))
+                pairs.sort()
+                i = len(pairs)
+                while i:
                     i -= 1
-        elif t is Simple:
-            if v.value < 24:
-                out.append(0xE0 | v.value)
+                    p = pairs[i]
+                    stack.append(p[3])
+                    stack.append(p[1])
+                    stack.append(_RAW)
             else:
-                out.append(0xF8)
-                out.append(v.value)
-        elif v is UNDEFINED:
-            out.append(0xF7)
-        elif isinstance(v, bool):
-            out.append(0xF5 if v else 0xF4)
-        elif isinstance(v, int):
-            _int(out, int(v))
-        elif isinstance(v, str):
-            stack.append(str(v))
-        elif isinstance(v, float):
-            _float(out, float(v))
-        elif isinstance(v, dict):
-            stack.append(dict(v))
-        elif isinstance(v, (list, tuple)):
-            stack.append(list(v))
+                _head(out, 0x80, len(v))
+                i = len(v)
+                while i:
+                    i -= 1
+                    stack.append(v[i])
         else:
-            raise CBOREncodeError("cannot encode %s" % type(v).__name__)
+            _ext().encode(out, v, stack)
     return bytes(out)
 
 
 # --- decoding ---------------------------------------------------------------
 
 
-def _utf8_strict(b):
-    """True if b is UTF-8 as RFC 3629 defines it (no overlong forms, no surrogates)."""
-    i = 0
-    n = len(b)
-    while i < n:
-        c = b[i]
-        if c < 0x80:
-            i += 1
-            continue
-        if 0xC2 <= c <= 0xDF:
-            need, lo, hi = 1, 0x80, 0xBF
-        elif c == 0xE0:
-            need, lo, hi = 2, 0xA0, 0xBF
-        elif c == 0xED:
-            need, lo, hi = 2, 0x80, 0x9F
-        elif 0xE1 <= c <= 0xEF:
-            need, lo, hi = 2, 0x80, 0xBF
-        elif c == 0xF0:
-            need, lo, hi = 3, 0x90, 0xBF
-        elif 0xF1 <= c <= 0xF3:
-            need, lo, hi = 3, 0x80, 0xBF
-        elif c == 0xF4:
-            need, lo, hi = 3, 0x80, 0x8F
-        else:
-            return False
-        if i + need >= n:
-            return False
-        c = b[i + 1]
-        if c < lo or c > hi:
-            return False
-        j = i + 2
-        while j <= i + need:
-            c = b[j]
-            if c < 0x80 or c > 0xBF:
-                return False
-            j += 1
-        i += need + 1
-    return True
-
-
-def _text(raw, offset):
-    try:
-        s = str(raw, "utf-8")
-    except UnicodeError:
-        raise CBORDecodeError("text string is not valid UTF-8", offset) from None
-    if _MICROPYTHON and len(s) != len(raw) and not _utf8_strict(raw):
-        raise CBORDecodeError("text string is not valid UTF-8", offset)
-    return s
-
-
-def _half(h):
-    exp = (h >> 10) & 0x1F
-    mant = h & 0x3FF
-    if exp == 0:
-        v = mant / 16777216.0
-    elif exp == 31:
-        v = float("inf") if mant == 0 else float("nan")
-    else:
-        v = (mant + 1024) * (2.0 ** (exp - 25))
-    return -v if h & 0x8000 else v
-
-
-def _freeze(v, offset):
-    """Make a decoded map key hashable: arrays become tuples (depth is already bounded)."""
-    if type(v) is list:
-        return tuple(_freeze(x, offset) for x in v)
-    try:
-        hash(v)
-    except TypeError:
-        raise CBORDecodeError(
-            "map key of type %s is not supported" % type(v).__name__, offset
-        ) from None
-    return v
-
-
-_NOKEY = object()
-
-
 def loads(data, max_depth=MAX_DEPTH, max_items=MAX_ITEMS, max_size=MAX_SIZE):
     """Decode exactly one data item from data (bytes, bytearray or memoryview)."""
-    if len(data) > max_size:
-        raise CBORDecodeError(
-            "input of %d bytes exceeds the %d-byte limit" % (len(data), max_size), max_size
-        )
+    n = len(data)
+    if n > max_size:
+        raise CBORDecodeError("size limit", max_size)
     value, end = decode_item(data, 0, max_depth, max_items, max_size)
-    if end != len(data):
-        raise CBORDecodeError("%d bytes of trailing data" % (len(data) - end), end)
+    if end != n:
+        raise CBORDecodeError("trailing", end)
     return value
 
 
@@ -422,224 +237,154 @@ def decode_item(data, pos=0, max_depth=MAX_DEPTH, max_items=MAX_ITEMS, max_size=
     """Decode one data item starting at pos; return (value, end offset).
 
     The limits apply to this item: ``max_size`` counts from pos. Open
-    containers live on four parallel stacks (kind, container, remaining
-    count or -1 when indefinite, pending map key or tag number) so that
-    nesting costs no allocation per container and no recursion.
+    containers live on a stack of [kind, container, remaining count or -1
+    when indefinite, pending map key or tag number] frames, so nesting
+    costs no recursion. Reasons
+    are short (they are kept in a board's heap); the offset says where.
     """
     n = len(data)
     if n - pos > max_size:
         n = pos + max_size
-    view = memoryview(data) if _MICROPYTHON else data
-    kinds = []
-    conts = []
-    rems = []
-    keys = []
+    view = memoryview(data)
+    st = []
     reserved = 0
     items = 0
-    unpack_from = struct.unpack_from
     while True:
-        if pos >= n:
-            if len(data) > n:
-                raise CBORDecodeError("item larger than %d bytes" % max_size, pos)
-            raise CBORDecodeError("truncated: a data item was expected", pos)
         start = pos
-        ib = data[pos]
-        pos += 1
+        ib = data[pos] if pos < n else 0
         major = ib >> 5
-        ai = ib & 31
-        if ai < 24:
-            arg = ai
-        elif ai == 24:
-            if pos + 1 > n:
-                raise CBORDecodeError("truncated: 1-byte argument", start)
-            arg = data[pos]
-            pos += 1
-        elif ai == 25:
-            if pos + 2 > n:
-                raise CBORDecodeError("truncated: 2-byte argument", start)
-            arg = (data[pos] << 8) | data[pos + 1]
-            pos += 2
-        elif ai == 26:
-            if pos + 4 > n:
-                raise CBORDecodeError("truncated: 4-byte argument", start)
-            arg = unpack_from(">I", data, pos)[0]
-            pos += 4
-        elif ai == 27:
-            if pos + 8 > n:
-                raise CBORDecodeError("truncated: 8-byte argument", start)
-            arg = unpack_from(">Q", data, pos)[0]
-            pos += 8
-        elif ai == 31:
+        ai = arg = ib & 31
+        k = 1 << (ai - 24) if 23 < ai < 28 else 0
+        pos += 1 + k
+        if pos > n:
+            raise CBORDecodeError("truncated" if pos > len(data) else "size limit", start)
+        if k:
+            arg = 0
+            while k:
+                arg = (arg << 8) | data[pos - k]
+                k -= 1
+        elif ai > 27:
+            if ai < 31:
+                raise CBORDecodeError("reserved", start)
             arg = -1
-        else:
-            raise CBORDecodeError("reserved additional information value %d" % ai, start)
 
         items += 1
         if items > max_items:
-            raise CBORDecodeError("more than %d data items" % max_items, start)
+            raise CBORDecodeError("item limit", start)
+        if st and st[-1][0] >= _BYTES and ib != 0xFF and (major != st[-1][0] - 1 or arg < 0):
+            raise CBORDecodeError("bad chunk type", start)
+        if arg < 0 and (major < 2 or major == 6):
+            raise CBORDecodeError("indefinite", start)
+        if 1 < major < 6 and arg > 0:
+            need = pos + (arg if major < 4 else arg * (major - 3))
+            if need > n:
+                raise CBORDecodeError("truncated" if need > len(data) else "size limit", start)
 
-        if kinds and kinds[-1] >= _BYTES and ib != 0xFF:
-            if major != kinds[-1] - 1 or arg < 0:
-                raise CBORDecodeError(
-                    "indefinite-length string chunk is not a definite string of the same type",
-                    start,
-                )
-
-        if major == 0:
-            if arg < 0:
-                raise CBORDecodeError("indefinite length on an integer", start)
-            value = arg
-        elif major == 1:
-            if arg < 0:
-                raise CBORDecodeError("indefinite length on an integer", start)
-            value = -1 - arg
-        elif major == 2 or major == 3:
-            if arg < 0:
-                if len(kinds) >= max_depth:
-                    raise CBORDecodeError("nesting deeper than %d" % max_depth, start)
-                kinds.append(major + 1)
-                conts.append([])
-                rems.append(-1)
-                keys.append(None)
-                continue
-            if arg > n - pos:
-                if arg <= len(data) - pos:
-                    raise CBORDecodeError("item larger than %d bytes" % max_size, start)
-                raise CBORDecodeError(
-                    "truncated: string of %d bytes with %d left" % (arg, len(data) - pos), start
-                )
-            if major == 2:
-                value = bytes(data[pos : pos + arg])
-            else:
-                value = _text(view[pos : pos + arg], start)
+        if major < 2:
+            value = arg if major == 0 else ~arg
+        elif major < 4 and arg >= 0:
+            value = view[pos : pos + arg]
             pos += arg
-        elif major == 4 or major == 5:
-            if arg == 0:
-                value = [] if major == 4 else {}
+            if major == 2:
+                value = bytes(value)
             else:
-                if arg > 0 and arg * (major - 3) > n - pos:
-                    raise CBORDecodeError(
-                        "truncated: %d %s declared with %d bytes left"
-                        % (arg, "elements" if major == 4 else "pairs", n - pos),
-                        start,
-                    )
-                if len(kinds) >= max_depth:
-                    raise CBORDecodeError("nesting deeper than %d" % max_depth, start)
-                if major == 4:
-                    # Preallocated slots never exceed the bytes left, which a
-                    # well-formed item needs at least one of per slot.
-                    if 0 < arg <= _PREALLOC and reserved + arg <= n - pos:
-                        kinds.append(_FILL)
-                        conts.append([None] * arg)
-                        reserved += arg
-                    else:
-                        kinds.append(_ARRAY)
-                        conts.append([])
-                    keys.append(None)
-                else:
-                    kinds.append(_MAP)
-                    conts.append({})
-                    keys.append(_NOKEY)
-                rems.append(arg)
-                continue
-        elif major == 6:
-            if arg < 0:
-                raise CBORDecodeError("indefinite length on a tag", start)
-            if len(kinds) >= max_depth:
-                raise CBORDecodeError("nesting deeper than %d" % max_depth, start)
-            kinds.append(_TAG)
-            conts.append(None)
-            rems.append(1)
-            keys.append(arg)
+                try:
+                    s = str(value, "utf-8")
+                    # MicroPython accepts surrogates and overlong forms.
+                    if _MP and len(s) != arg and not _ext().strict_utf8(value):
+                        raise UnicodeError
+                except UnicodeError:
+                    raise CBORDecodeError("bad UTF-8 text", start) from None
+                value = s
+        elif major < 6 and arg == 0:
+            value = [] if major == 4 else {}
+        elif major < 7:
+            if len(st) >= max_depth:
+                raise CBORDecodeError("nesting>%d" % max_depth, start)
+            rem = arg
+            key = None
+            if major == 6:
+                kind = _TAG
+                cont = None
+                rem = 1
+                key = arg
+            elif major < 4:
+                kind = major + 1
+                cont = []
+            elif major == 5:
+                kind = _MAP
+                cont = {}
+                key = _END
+            elif 0 < arg <= _PREALLOC and reserved + arg <= n - pos:
+                # Preallocated slots never exceed the bytes left, which a
+                # well-formed item needs at least one of per slot.
+                kind = _FILL
+                cont = [None] * arg
+                reserved += arg
+            else:
+                kind = _ARRAY
+                cont = []
+            st.append([kind, cont, rem, key])
             continue
+        elif ai == 20:
+            value = False
+        elif ai == 21:
+            value = True
+        elif ai == 22:
+            value = None
+        elif ai != 31:
+            value = _ext().decode_simple(ai, arg, data, start)
         else:
-            if ai < 20:
-                value = Simple(ai)
-            elif ai == 20:
-                value = False
-            elif ai == 21:
-                value = True
-            elif ai == 22:
-                value = None
-            elif ai == 23:
-                value = UNDEFINED
-            elif ai == 24:
-                if arg < 32:
-                    raise CBORDecodeError("simple value %d in two-byte form" % arg, start)
-                value = Simple(arg)
-            elif ai == 25:
-                value = _half(arg)
-            elif ai == 26:
-                value = unpack_from(">f", data, start + 1)[0]
-            elif ai == 27:
-                value = unpack_from(">d", data, start + 1)[0]
-            else:
-                if not kinds or rems[-1] != -1:
-                    raise CBORDecodeError("break outside an indefinite-length item", start)
-                kind = kinds.pop()
-                value = conts.pop()
-                rems.pop()
-                if keys.pop() is not _NOKEY and kind == _MAP:
-                    raise CBORDecodeError("break after a map key with no value", start)
-                if kind == _BYTES:
-                    value = b"".join(value)
-                elif kind == _TEXT:
-                    value = "".join(value)
+            if not st or st[-1][2] != -1:
+                raise CBORDecodeError("misplaced break", start)
+            kind, value, rem, key = st.pop()
+            if key is not _END and kind == _MAP:
+                raise CBORDecodeError("misplaced break", start)
+            if kind == _BYTES:
+                value = b"".join(value)
+            elif kind == _TEXT:
+                value = "".join(value)
         # Hand the finished value to the enclosing containers.
-        while kinds:
-            kind = kinds[-1]
-            if kind == _FILL:
-                rem = rems[-1]
-                c = conts[-1]
-                c[len(c) - rem] = value
-                reserved -= 1
-                if rem > 1:
-                    rems[-1] = rem - 1
-                    break
-                value = c
-            elif kind == _ARRAY:
-                conts[-1].append(value)
-                rem = rems[-1]
-                if rem < 0:
-                    break
-                if rem > 1:
-                    rems[-1] = rem - 1
-                    break
-                value = conts[-1]
-            elif kind == _MAP:
-                m = conts[-1]
-                key = keys[-1]
-                if key is _NOKEY:
-                    key = _freeze(value, start)
-                    if key in m:
-                        raise CBORDecodeError("duplicate map key %r" % (key,), start)
-                    keys[-1] = key
-                    break
-                m[key] = value
-                keys[-1] = _NOKEY
-                rem = rems[-1]
-                if rem < 0:
-                    break
-                if rem > 1:
-                    rems[-1] = rem - 1
-                    break
-                value = m
-            elif kind == _TAG:
-                tag = keys[-1]
+        while st:
+            f = st[-1]
+            kind = f[0]
+            if kind == _TAG:
+                tag = f[3]
                 if tag == 2 or tag == 3:
-                    if type(value) is not bytes:
-                        raise CBORDecodeError("bignum tag %d on a non-byte-string" % tag, start)
-                    value = int.from_bytes(value, "big") if value else 0
-                    if tag == 3:
-                        value = -1 - value
+                    value = _ext().decode_bignum(tag, value, start)
                 else:
                     value = Tag(tag, value)
-            else:
-                conts[-1].append(value)
+            elif kind >= _BYTES:
+                f[1].append(value)
                 break
-            kinds.pop()
-            conts.pop()
-            rems.pop()
-            keys.pop()
+            else:
+                c = f[1]
+                if kind == _MAP:
+                    key = f[3]
+                    if key is _END:
+                        if type(value) is list:
+                            value = _ext().freeze(value)
+                        try:
+                            hash(value)
+                        except TypeError:
+                            raise CBORDecodeError("bad map key", start) from None
+                        if value in c:
+                            raise CBORDecodeError("duplicate", start)
+                        f[3] = value
+                        break
+                    c[key] = value
+                    f[3] = _END
+                elif kind == _FILL:
+                    c[len(c) - f[2]] = value
+                    reserved -= 1
+                else:
+                    c.append(value)
+                rem = f[2] - 1
+                if rem:  # -2 for an indefinite container: it ends at its break
+                    if rem > 0:
+                        f[2] = rem
+                    break
+                value = c
+            st.pop()
         else:
             return value, pos

@@ -72,6 +72,7 @@ MAX_FRAME = const(8192)
 _HEADER = const(4)
 _CRC = const(4)
 _OVERHEAD = const(8)
+_SMALL = const(256)
 
 Frame = namedtuple("Frame", ("type", "seq", "payload"))
 
@@ -80,26 +81,7 @@ class FrameError(ValueError):
     """The one error this module raises: a frame that cannot be encoded."""
 
 
-_tab_lo = None
-_tab_hi = None
-
-
-def _crc_tables():
-    # Split into 16-bit halves: values stay small ints on 32-bit boards.
-    global _tab_lo, _tab_hi
-    if _tab_lo is None:
-        from array import array
-
-        lo = array("H")
-        hi = array("H")
-        for i in range(256):
-            c = i
-            for _ in range(8):
-                c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
-            lo.append(c & 0xFFFF)
-            hi.append(c >> 16)
-        _tab_lo, _tab_hi = lo, hi
-    return _tab_lo, _tab_hi
+_tabs = None
 
 
 def _crc32_py(data, crc=0):
@@ -109,7 +91,21 @@ def _crc32_py(data, crc=0):
     two 16-bit halves so the per-byte loop never allocates a big integer on a
     32-bit MicroPython port; the 1 KB of tables is built on first use only.
     """
-    lo_t, hi_t = _crc_tables()
+    global _tabs
+    if _tabs is None:
+        # Split into 16-bit halves: values stay small ints on 32-bit boards.
+        from array import array
+
+        lo_t = array("H")
+        hi_t = array("H")
+        for i in range(256):
+            c = i
+            for _ in range(8):
+                c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+            lo_t.append(c & 0xFFFF)
+            hi_t.append(c >> 16)
+        _tabs = lo_t, hi_t
+    lo_t, hi_t = _tabs
     crc ^= 0xFFFFFFFF
     lo = crc & 0xFFFF
     hi = crc >> 16
@@ -209,9 +205,10 @@ def encode(ftype, seq, payload, max_frame=MAX_FRAME):
 class FrameDecoder:
     """Streaming decoder: bytes in through :meth:`feed`, Frames out.
 
-    COBS is undone as bytes arrive, block by block, into one buffer of
-    ``max_frame`` bytes allocated here, so a frame costs a few small objects
-    rather than one per byte, and an oversized segment is discarded as it
+    COBS is undone as bytes arrive, block by block, into one buffer that
+    doubles up to ``max_frame`` bytes and shrinks back to 256 after each
+    segment (an idle board holds 256 bytes, not a frame's worth), so a frame
+    costs a few small objects rather than one per byte, and an oversized segment is discarded as it
     streams in without ever being held. Sans-I/O: it never touches the port.
 
     ``delivered`` and ``dropped`` count frames and bad segments (see the
@@ -223,8 +220,7 @@ class FrameDecoder:
         if max_frame < _OVERHEAD:
             raise FrameError("max_frame below header + crc")
         self.max_frame = max_frame
-        self._buf = bytearray(max_frame)
-        self._mv = memoryview(self._buf)
+        self._buf = bytearray(_SMALL if max_frame > _SMALL else max_frame)
         self.delivered = 0
         self.dropped = 0
         self.last_error = None
@@ -262,7 +258,7 @@ class FrameDecoder:
     def _unstuff(self, data, src, i, stop):
         # Decode the zero-free run data[i:stop] into the buffer.
         buf = self._buf
-        cap = len(buf)
+        cap = self.max_frame
         n = self._n
         left = self._left
         code = self._code
@@ -275,6 +271,8 @@ class FrameDecoder:
                 if n + k > cap:
                     self._skip = True
                     return
+                if n + k > len(buf):
+                    buf = self._grow(n + k)
                 buf[n : n + k] = src[i : i + k]
                 n += k
                 i += k
@@ -285,6 +283,8 @@ class FrameDecoder:
                     if n >= cap:
                         self._skip = True
                         return
+                    if n >= len(buf):
+                        buf = self._grow(n + 1)
                     buf[n] = 0
                     n += 1
                 prev = code
@@ -295,6 +295,17 @@ class FrameDecoder:
         self._left = left
         self._code = code
         self._prev = prev
+
+    def _grow(self, n):
+        # Double (up to max_frame) until n bytes fit: an idle decoder holds _SMALL bytes.
+        old = self._buf
+        size = len(old) * 2
+        while size < n:
+            size *= 2
+        nb = bytearray(size if size < self.max_frame else self.max_frame)
+        nb[: len(old)] = old
+        self._buf = nb
+        return nb
 
     def _close(self, frames):
         # A delimiter arrived: judge the segment it ends.
@@ -307,17 +318,18 @@ class FrameDecoder:
                 self._drop("cobs")
             elif n < _OVERHEAD:
                 self._drop("too short")
-            elif _crc32(self._mv[: n - _CRC]) != (
+            elif _crc32(memoryview(buf)[: n - _CRC]) != (
                 (buf[n - 4] << 24) | (buf[n - 3] << 16) | (buf[n - 2] << 8) | buf[n - 1]
             ):
                 self._drop("bad crc")
             elif buf[0] != VERSION:
                 self._drop("bad version")
             else:
-                frames.append(
-                    Frame(buf[1], (buf[2] << 8) | buf[3], bytes(self._mv[_HEADER : n - _CRC]))
-                )
+                payload = bytes(memoryview(buf)[_HEADER : n - _CRC])
+                frames.append(Frame(buf[1], (buf[2] << 8) | buf[3], payload))
                 self.delivered += 1
+        if len(self._buf) > _SMALL:
+            self._buf = bytearray(_SMALL)
         self._reset()
 
     def _drop(self, reason):

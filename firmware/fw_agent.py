@@ -1,0 +1,158 @@
+"""The serial management agent: frames in, one response per request out.
+
+Runs on the board's management line (``board.serial_streams()``). Bytes go
+through ``sipmesh.proto.frame.FrameDecoder``; each REQUEST frame is parsed
+by ``sipmesh.proto.mgmt`` and answered in a RESPONSE frame with the same
+seq. The op handlers here only translate between the protocol and the
+application object (``fw_app.App``), which owns the state.
+
+The line is untrusted: garbage, truncated frames and a port closed in the
+middle of a frame are dropped by the decoder and counted (``dropped``);
+a frame that decodes but is not a valid request is answered "bad-request"
+and counted (``bad``); frames of other types are ignored. Nothing a peer
+sends makes the agent raise: a failing handler is answered "internal".
+Each frame written is preceded by a 0x00 (the framing's delimiter, see
+``sipmesh.proto.frame``) so stray bytes on the line, such as a REPL
+banner, can never be glued to the front of a frame.
+"""
+
+import asyncio
+import gc
+import sys
+import time
+
+import fw_log
+
+from sipmesh.proto import frame
+
+
+def _forget(x):
+    # mgmt is loaded per request (its 6 KB are not held by an idle board);
+    # x: it was loaded before.
+    if not x and "sipmesh.proto.mgmt" in sys.modules:
+        del sys.modules["sipmesh.proto.mgmt"]
+        try:
+            delattr(sys.modules["sipmesh.proto"], "mgmt")
+        except (AttributeError, KeyError):
+            pass
+
+
+class Agent:
+    """One management session on a (reader, writer) pair of asyncio streams."""
+
+    def __init__(self, app, reader, writer):
+        self.app = app
+        self.r = reader
+        self.w = writer
+        x = "sipmesh.proto.mgmt" in sys.modules
+        from sipmesh.proto import mgmt
+
+        # The largest request (provision) fits in MAX_REQUEST (see sipmesh.proto.mgmt).
+        self.dec = frame.FrameDecoder(mgmt.MAX_REQUEST)
+        self.boot = mgmt.event("boot", id=app.id, fw=app.fw)
+        _forget(x)
+        self.bad = self.ignored = 0
+        self.running = True
+
+    async def send(self, ftype, seq, payload):
+        self.w.write(b"\x00")
+        self.w.write(frame.encode(ftype, seq, payload))
+        await self.w.drain()
+
+    async def run(self):
+        """Serve until a `repl` request; then restore the line and return."""
+        app = self.app
+        try:
+            await self.send(frame.EVENT, 0, self.boot)
+        except Exception as e:  # noqa: BLE001 - a dead line must not stop the board
+            fw_log.log("agent: boot event not sent: %r" % e)
+        while self.running:
+            try:
+                data = await self.r.read(256)
+            except Exception:  # noqa: BLE001 - hung-up or reopened line: try again
+                data = None
+            if not data:
+                # EOF or a hangup: poll keeps reporting the line readable, so wait
+                # a little instead of spinning until the peer opens it again.
+                await asyncio.sleep_ms(50)
+                continue
+            for f in self.dec.feed(data):
+                await self.handle(f)
+                if not self.running:
+                    break
+        self.boot = None
+        fw_log.log("agent: stopped")
+        app.board.serial_restore()
+
+    async def handle(self, f):
+        """Answer one frame; never raises (except the board's own reset)."""
+        if f.type != frame.REQUEST:
+            self.ignored += 1
+            return
+        x = "sipmesh.proto.mgmt" in sys.modules
+        from sipmesh.proto import mgmt
+
+        op = None
+        try:
+            op, args = mgmt.parse_request(f.payload)
+            payload = mgmt.response_ok(**await self.op(mgmt, op, args))
+        except Exception as e:  # noqa: BLE001 - answered, the agent keeps running
+            if op is None:
+                self.bad += 1
+            reason = getattr(e, "reason", None)
+            if isinstance(e, mgmt.MgmtError):
+                payload = mgmt.response_error(e.code, e.message)
+            elif type(e).__name__ == "BoardConfigError" and reason:
+                # A refusal (boardcfg is imported only when a configuration arrives).
+                payload = mgmt.response_error(mgmt.REFUSED, reason)
+            else:
+                fw_log.log("agent: %s failed: %r" % (op, e))
+                payload = mgmt.response_error(mgmt.INTERNAL, repr(e))
+        finally:
+            mgmt = None
+            _forget(x)
+        gc.collect()
+        try:
+            await self.send(frame.RESPONSE, f.seq, payload)
+        except Exception as e:  # noqa: BLE001 - the peer went away; it will ask again
+            fw_log.log("agent: response not sent: %r" % e)
+        if op == "reboot":
+            await self.app.stop(True)
+        elif op == "repl":
+            self.running = False
+            self.app.exit.set()
+
+    async def op(self, mgmt, op, args):
+        """The map of an ok response to a parsed request (raises MgmtError to refuse)."""
+        app = self.app
+        st = app.store
+        if op == "hello":
+            return {"id": app.id, "kind": app.board.KIND, "fw": app.fw, "proto": mgmt.PROTO,
+                    "state": st.state()}
+        if op == "info":
+            free, alloc = app.board.mem()
+            cfg = st.config
+            return {
+                "id": app.id, "kind": app.board.KIND, "fw": app.fw, "state": st.state(),
+                "cfg": st.seq, "name": cfg["name"] if cfg else None, "ip": app.ip,
+                "uptime": app.uptime(), "free": free, "alloc": alloc, "kid": app.kid(),
+                "rx_dropped": self.dec.dropped, "rx_bad": self.bad,
+            }
+        if op == "keygen":
+            app.pending = await app.task(app.keypair, None)
+            fw_log.log("agent: new key pair made for provisioning")
+            return {"pub": app.pending[1]}
+        if op == "provision":
+            return await app.provision(args)
+        if op == "get":
+            return {"config": st.config}
+        if op == "set":
+            if st.identity is None:
+                raise mgmt.MgmtError(mgmt.NOT_PROVISIONED, "provision the board first")
+            return {"cfg": await app.apply_config(args["config"], "serial")}
+        if op == "logs":
+            lines, nxt = fw_log.lines(args.get("since", 0))
+            return {"lines": lines, "next": nxt}
+        if op == "ping":
+            return {"t": time.ticks_ms()}
+        return {}  # reboot, repl: acted on once the response is out

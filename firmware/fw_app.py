@@ -1,0 +1,360 @@
+"""The board application: one asyncio program for every board kind.
+
+Boot order: recover the store (``fw_store``), start the serial agent
+(``fw_agent``), bring the network up through the board kind's module, then
+the LAN parts, each started under its own try/except so that a missing or
+failing part is logged and the rest runs:
+
+- the mDNS responder (``fw_mdns.Responder``, RFC 6762/6763) announcing
+  ``_sipmesh-board._tcp`` with TXT v, id, kind, fw, state, cfg, name;
+- the push listener (``serve_push`` of ``fw_push``, else ``fw_lan``) on 7381;
+- the configuration pull (``fw_lan.pull`` every intervals.pull seconds) and
+  the heartbeat (``fw_lan.post_status`` every intervals.heartbeat);
+- the RELOAD client (``fw_overlay.refresh``, RFC 6940 §3.2) storing this
+  board's device record every intervals.refresh seconds.
+
+Heap (100 KB on an ESP32): the core (store, agent, log), mDNS and the push
+listener stay resident. Everything else is transient: ``App.task`` runs one
+job under one asyncio.Lock and afterwards drops every module the job
+imported (``del sys.modules[name]``, the package attribute too, then
+``gc.collect()``), so config acceptance (COSE, Ed25519, SHA-512, boardcfg),
+a pull or heartbeat (fw_lan, heartbeat) and an overlay refresh (fw_overlay,
+reload_client, device_record, Ed25519) never sit in the heap together.
+
+Every accepted configuration, whatever its path (serial provision/set, LAN
+pull, LAN push), goes through ``App.provision`` or ``App.apply_config`` and
+then ``_changed``, which re-announces the TXT record (RFC 6762 §8.4) and
+wakes the loops. A board never provisioned accepts no configuration from
+the LAN. SIPMESH_NO_LAN=1 (unix port) runs the store and the agent only.
+"""
+
+import asyncio
+import gc
+import os
+import sys
+import time
+
+import fw_log
+import fw_store
+
+FW = "0.1.0"
+PUSH_PORT = 7381
+# Imported during a task but resident: never dropped.
+_KEEP = ("fw_mdns", "fw_push", "sipmesh.proto.mdns")
+
+
+def _bundle_version():
+    """The deployed bundle's version from /manifest.json (written by
+    `sipmesh board build`), else FW for code run from source."""
+    try:
+        import json
+
+        with open("/manifest.json") as f:
+            v = json.load(f).get("version")
+        return v if isinstance(v, str) and 0 < len(v) <= 32 else FW
+    except (OSError, ValueError, AttributeError):
+        return FW
+
+
+class App:
+    """The board's state: store, network address, loops and the serial agent."""
+
+    def __init__(self, board, store=None):
+        self.board = board
+        self.id = board.board_id()
+        self.fw = _bundle_version()
+        self.store = store or fw_store.Store(board.DATA, self.id)
+        self.t0 = time.ticks_ms()
+        self.ip = self.agent = self.mdns = self.push = self.overlay = self.controller = None
+        self.boot = self.hb_n = 0
+        self.pending = None  # (seed, pub) made by `keygen`, kept for `provision`
+        # Real boards have no os.getenv; SIPMESH_NO_LAN is for the unix port.
+        self.lan = board.KIND != "unix" or not os.getenv("SIPMESH_NO_LAN")
+        self.overlay_state = "off"
+        self.contacts = {}  # name -> device record, filled by fw_overlay.refresh
+        # self.overlay: plain data fw_overlay.refresh keeps between rounds (no objects of
+        # the transient modules, or they would stay in the heap)
+        self.lock = asyncio.Lock()
+        self.exit = asyncio.Event()  # set by the serial `repl`: main() returns
+        self._wake = []
+
+    def uptime(self):
+        return time.ticks_diff(time.ticks_ms(), self.t0) // 1000
+
+    def kid(self):
+        """Key id of the provisioned controller key: sha256(pub)[:8], or None."""
+        ident = self.store.identity
+        if ident is None:
+            return None
+        import hashlib
+
+        return hashlib.sha256(ident["controller_key"]).digest()[:8]
+
+    def txt(self):
+        """The board service's TXT record (the contract's keys, text values)."""
+        cfg = self.store.config
+        return {
+            "v": "1", "id": self.id, "kind": self.board.KIND, "fw": self.fw,
+            "state": self.store.state(), "cfg": str(self.store.seq),
+            "name": cfg["name"] if cfg else "",
+        }
+
+    async def task(self, fn, *args):
+        """Run fn(*args) (plain or coroutine function) alone, then forget every module
+        it imported: out of sys.modules and its package, then collected."""
+        async with self.lock:
+            before = list(sys.modules)
+            r = None
+            try:
+                r = fn(*args)
+                if hasattr(r, "send"):
+                    r = await r
+                return r
+            finally:
+                # The coroutine's frame would keep a failed job's modules alive.
+                fn = args = r = None
+                for name in list(sys.modules):
+                    if name not in before and name not in _KEEP:
+                        del sys.modules[name]
+                        i = name.rfind(".")
+                        if i > 0 and name[:i] in sys.modules:
+                            try:
+                                delattr(sys.modules[name[:i]], name[i + 1 :])
+                            except AttributeError:
+                                pass
+                gc.collect()
+
+    # --- configuration ----------------------------------------------------
+
+    def keypair(self, seed):
+        """(seed, Ed25519 public key); a new random seed when seed is None. Run as a task."""
+        from sipmesh.proto import ed25519
+
+        seed = seed or os.urandom(32)
+        return seed, ed25519.public_key(seed)
+
+    async def provision(self, args):
+        """Serial `provision`: identity + first configuration, written atomically."""
+        seed = args.get("seed")
+        if seed is not None:
+            seed, pub = await self.task(self.keypair, seed)
+        elif self.pending is not None:
+            seed, pub = self.pending
+        else:
+            from sipmesh.proto import mgmt
+
+            raise mgmt.MgmtError(mgmt.BAD_REQUEST, "no key: send keygen first or give a seed")
+        args["id"] = self.id
+        args["seed"] = seed
+        args["pub"] = pub
+        cose_bytes = args.pop("config")
+        try:
+            cfg = await self.task(self.store.provision, args, cose_bytes)
+        except Exception as e:
+            fw_log.log("provision refused: %s" % getattr(e, "reason", e))
+            raise
+        self.pending = None
+        fw_log.log("provisioned, config seq %d" % cfg["seq"])
+        self._changed()
+        return {"pub": pub, "id": self.id, "cfg": cfg["seq"]}
+
+    async def apply_config(self, cose_bytes, source):
+        """Accept a signed configuration from source; return its seq.
+
+        Raises BoardConfigError when refused (logged; the board keeps what it had).
+        """
+        try:
+            cfg = await self.task(self.store.set_config, cose_bytes)
+        except Exception as e:
+            fw_log.log("config from %s refused: %s" % (source, getattr(e, "reason", e)))
+            raise
+        fw_log.log("config seq %d accepted from %s" % (cfg["seq"], source))
+        self._changed()
+        return cfg["seq"]
+
+    async def on_push(self, body):
+        """Push handler: (204, "") accepted, (403, reason) refused, (400, ...) garbage."""
+        if self.store.identity is None:
+            fw_log.log("push refused: not provisioned")
+            return 403, "not provisioned"
+        from sipmesh.proto import cbor
+
+        try:
+            cbor.loads(body)
+        except Exception:  # noqa: BLE001 - any undecodable body is garbage
+            return 400, "body is not CBOR"
+        try:
+            await self.apply_config(body, "push")
+        except Exception as e:  # noqa: BLE001 - every refusal is one 403 line
+            r = getattr(e, "reason", None)
+            return (403, r) if r else (500, "internal error")
+        return 204, ""
+
+    def _changed(self):
+        gc.collect()
+        if self.mdns is not None:
+            try:
+                self.mdns.update_txt(self.txt())
+            except Exception as e:  # noqa: BLE001 - announcing is best effort
+                fw_log.log("mdns: %r" % e)
+        for ev in self._wake:
+            ev.set()
+
+    async def _sleep(self, ev, seconds):
+        """Sleep seconds, or less when a new configuration arrives."""
+        try:
+            await asyncio.wait_for_ms(ev.wait(), seconds * 1000)
+        except asyncio.TimeoutError:
+            pass
+        ev.clear()
+
+    # --- lifecycle ----------------------------------------------------------
+
+    async def stop(self, reset=False):
+        """Say goodbye on mDNS and close the push listener; then reset the board
+        (serial `reboot`, does not return) or let main() return (`repl`)."""
+        fw_log.log("reboot" if reset else "app: exit to REPL")
+        try:
+            if self.mdns is not None:
+                await self.mdns.stop()
+            if self.push is not None:
+                self.push.close()
+        except Exception:  # noqa: BLE001 - leaving anyway
+            pass
+        self.mdns = self.push = None
+        if reset:
+            self.board.reset()
+
+    async def run(self):
+        state = await self.task(self.store.load)
+        fw_log.log("boot %s %s fw %s: %s, cfg %d" % (
+            self.board.KIND, self.id, self.fw, state, self.store.seq))
+        try:
+            self.boot = self.store.next_boot()
+        except Exception as e:  # noqa: BLE001 - a full flash must not stop the board
+            fw_log.log("boot counter not saved: %r" % e)
+        import fw_agent
+
+        reader, writer = self.board.serial_streams()
+        self.agent = fw_agent.Agent(self, reader, writer)
+        asyncio.create_task(self.agent.run())
+        asyncio.create_task(self._network())
+        await self.exit.wait()
+        await self.stop()
+
+    async def _network(self):
+        ev = asyncio.Event()
+        self._wake.append(ev)
+        while True:
+            cfg = self.store.config
+            try:
+                self.ip = await self.board.net_up(cfg.get("net") if cfg else None)
+                break
+            except Exception as e:  # noqa: BLE001 - retried, or when a config brings Wi-Fi
+                fw_log.log("net: %r" % e)
+            await self._sleep(ev, 30)
+        fw_log.log("net: up, " + self.ip)
+        if not self.lan:
+            return
+        try:
+            import fw_mdns
+
+            self.mdns = fw_mdns.Responder(self.ip, self.id, port=PUSH_PORT, txt=self.txt())
+            self.mdns.log = fw_log.log
+            asyncio.create_task(self.mdns.start())
+        except Exception as e:  # noqa: BLE001 - the board still works without mDNS
+            self.mdns = None
+            fw_log.log("mdns: not started: %r" % e)
+        try:
+            try:
+                from fw_push import serve_push
+            except ImportError:
+                from fw_lan import serve_push
+            self.push = await serve_push(self.ip, PUSH_PORT, self.on_push, log=fw_log.log)
+        except Exception as e:  # noqa: BLE001 - pull still brings configurations
+            fw_log.log("push: not started: %r" % e)
+        gc.collect()
+        for key in ("pull", "heartbeat", "refresh"):
+            asyncio.create_task(self._loop(key))
+
+    # --- LAN jobs, each a transient task ------------------------------------
+
+    async def _loop(self, key):
+        ev = asyncio.Event()
+        self._wake.append(ev)
+        while True:
+            cfg = self.store.config
+            if cfg is not None:
+                try:
+                    body = await self.task(self._job, key)
+                    if body is not None:
+                        await self.apply_config(body, "pull")
+                except Exception as e:  # noqa: BLE001 - the next round tries again
+                    fw_log.log("%s: %s" % (key, getattr(e, "reason", e)))
+                    if key == "pull":
+                        self.controller = None
+                    elif key == "refresh":
+                        self.overlay_state = "down"
+            await self._sleep(ev, cfg["intervals"][key] if cfg else 30)
+
+    async def _job(self, key):
+        """One round of a LAN loop; a pull returns a configuration to verify, or None.
+
+        The controller's config endpoint is found by mDNS (RFC 6763 §4 browse,
+        TXT kid must be the provisioned controller key's), else taken from
+        the configuration's controller entry.
+        """
+        cfg = self.store.config
+        if key == "refresh":
+            import fw_overlay
+
+            # fw_overlay closes its link; app.overlay keeps only plain data between rounds.
+            await fw_overlay.refresh(self)
+            if cfg.get("overlay"):
+                self.overlay_state = "ok"
+            return None
+        import fw_lan
+
+        if key == "pull":
+            if self.controller is None and self.mdns is not None:
+                import binascii
+
+                import fw_mdns
+
+                kid = binascii.hexlify(self.kid()).decode()
+                try:
+                    for c in await fw_mdns.find("_sipmesh._tcp", 3000, self.ip):
+                        if c["txt"].get("kid") == kid:
+                            self.controller = c["ip"], c["port"]
+                except Exception as e:  # noqa: BLE001 - fall back to the configured address
+                    fw_log.log("mdns: controller not found: %r" % e)
+            if self.controller is None:
+                c = cfg["controller"]
+                self.controller = c["host"], c["port"]
+            return await fw_lan.pull(*self.controller, self.id, self.store.seq)
+        if self.controller is None:
+            return None
+        from sipmesh.proto import heartbeat
+
+        free, alloc = self.board.mem()
+        self.hb_n += 1
+        body = heartbeat.seal(self.store.identity["hb_key"], {
+            "id": self.id, "boot": self.boot, "n": self.hb_n, "cfg": self.store.seq,
+            "up": self.uptime(), "ip": self.ip, "free": free, "alloc": alloc,
+            "overlay": self.overlay_state,
+        })
+        status = await fw_lan.post_status(*self.controller, self.id, body)
+        if status != 204:
+            fw_log.log("heartbeat: controller answered %d" % status)
+        return None
+
+
+def main():
+    """Entry point of /main.py."""
+    import board
+
+    app = App(board)
+    try:
+        asyncio.run(app.run())
+    finally:
+        asyncio.new_event_loop()
