@@ -258,10 +258,11 @@ class ReloadClient:
         # SignerIdentity cert_hash (§6.3.4): SHA-256 (4) of the certificate,
         # and the Signature's head: hash "intrinsic" (8), Ed25519 (7), our
         # identity, a 64-byte signature to follow.
-        self._ident = struct.pack(">BHBB", 1, 34, 4, 32) + hashlib.sha256(der).digest()
-        self._sigh = struct.pack(">BB37sH", 8, 7, self._ident, 64)
+        self._ident = bytes((1, 0, 34, 4, 32)) + hashlib.sha256(der).digest()
+        self._sigh = bytes((8, 7)) + self._ident + bytes((0, 64))
         # The SecurityBlock's certificates<0..2^16-1>: our certificate, X.509 (0).
-        self._certs = struct.pack(">HBH", len(der) + 3, 0, len(der)) + der
+        n = len(der)
+        self._certs = (n + 3).to_bytes(2, "big") + bytes(1) + n.to_bytes(2, "big") + der
         self.tid = 0
         self.ignored = 0
         self.reset()
@@ -328,18 +329,18 @@ class ReloadClient:
         if code == _STORE_REQ:
             # StoredData (§7) of a single value, signed (§7.1) over Resource-ID,
             # Kind, storage time, value and our identity.
-            dv = struct.pack(">BI", 1, len(body)) + body
+            dv = bytes((1,)) + len(body).to_bytes(4, "big") + body
             t = struct.pack(">IQ", self.kind, storage_time)
-            sd = t[4:] + struct.pack(">I", lifetime) + dv + self._sigh
+            sd = t[4:] + lifetime.to_bytes(4, "big") + dv + self._sigh
             sd += sign(data_seed or self._seed, rid + t + dv + self._ident)
             n = len(sd)
             body = struct.pack(">B16sBIIQI", 16, rid, 0, n + 20, self.kind, 0, n + 4)
-            body += struct.pack(">I", n) + sd
+            body += n.to_bytes(4, "big") + sd
         self.tid = int.from_bytes(os.urandom(8), "big")
         # MessageContents (§6.3.3) without extensions, then the SecurityBlock:
         # our certificate and the Signature (§6.3.4) over overlay, transaction
         # id, contents and identity: hash "intrinsic" (8), Ed25519 (7).
-        msg = struct.pack(">HI", code, len(body)) + body + bytes(4)
+        msg = code.to_bytes(2, "big") + len(body).to_bytes(4, "big") + body + bytes(4)
         sig = sign(self._seed, struct.pack(">IQ", self.overlay, self.tid) + msg + self._ident)
         # What an answer and a resend need: code, destination, message, time, retried.
         self._req = [code, rid, msg + self._certs + self._sigh + sig, storage_time, False]
@@ -399,7 +400,7 @@ class ReloadClient:
                     if d < 32:
                         bits = ((rx[1] | 1) << d) & _M32
                     self._rx = (seq, bits)
-            self._out.append(struct.pack(">BII", _FRAME_ACK, seq, bits))
+            self._out.append(bytes((_FRAME_ACK,)) + struct.pack(">II", seq, bits))
             try:
                 a = self._answer(memoryview(b)[p + 8 : p + n])
             except (ValueError, IndexError):  # a broken message: its sender retries
