@@ -95,8 +95,16 @@ class Agent:
         op = None
         try:
             op, args = mgmt.parse_request(f.payload)
-            payload = mgmt.response_ok(**await self.op(mgmt, op, args))
+            # Not held while the op runs (a provision verifies a signature).
+            mgmt = None
+            _forget(x)
+            r = await self.op(op, args)
+            from sipmesh.proto import mgmt
+
+            payload = mgmt.response_ok(**r)
         except Exception as e:  # noqa: BLE001 - answered, the agent keeps running
+            from sipmesh.proto import mgmt
+
             if op is None:
                 self.bad += 1
             reason = getattr(e, "reason", None)
@@ -122,11 +130,13 @@ class Agent:
             self.running = False
             self.app.exit.set()
 
-    async def op(self, mgmt, op, args):
+    async def op(self, op, args):
         """The map of an ok response to a parsed request (raises MgmtError to refuse)."""
         app = self.app
         st = app.store
         if op == "hello":
+            from sipmesh.proto import mgmt
+
             return {"id": app.id, "kind": app.board.KIND, "fw": app.fw, "proto": mgmt.PROTO,
                     "state": st.state()}
         if op == "info":
@@ -148,6 +158,8 @@ class Agent:
             return {"config": st.config}
         if op == "set":
             if st.identity is None:
+                from sipmesh.proto import mgmt
+
                 raise mgmt.MgmtError(mgmt.NOT_PROVISIONED, "provision the board first")
             return {"cfg": await app.apply_config(args["config"], "serial")}
         if op == "logs":

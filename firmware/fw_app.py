@@ -9,7 +9,8 @@ failing part is logged and the rest runs:
   ``_sipmesh-board._tcp`` with TXT v, id, kind, fw, state, cfg, name;
 - the push listener (``serve_push`` of ``fw_push``, else ``fw_lan``) on 7381;
 - the configuration pull (``fw_lan.pull`` every intervals.pull seconds) and
-  the heartbeat (``fw_lan.post_status`` every intervals.heartbeat);
+  the heartbeat (``fw_lan.post_status`` every intervals.heartbeat), both in
+  ``fw_jobs``;
 - the RELOAD client (``fw_overlay.refresh``, RFC 6940 §3.2) storing this
   board's device record every intervals.refresh seconds.
 
@@ -54,6 +55,20 @@ def _bundle_version():
         return v if isinstance(v, str) and 0 < len(v) <= 32 else FW
     except (OSError, ValueError, AttributeError):
         return FW
+
+
+def _forget(before, keep=()):
+    """Drop the modules imported since before (a list of names), but keep, and collect."""
+    for name in list(sys.modules):
+        if name not in before and name not in keep:
+            del sys.modules[name]
+            i = name.rfind(".")
+            if i > 0 and name[:i] in sys.modules:
+                try:
+                    delattr(sys.modules[name[:i]], name[i + 1 :])
+                except AttributeError:
+                    pass
+    gc.collect()
 
 
 class App:
@@ -104,6 +119,7 @@ class App:
         it imported: out of sys.modules and its package, then collected."""
         async with self.lock:
             before = list(sys.modules)
+            gc.collect()  # the job's modules then land in the lowest free blocks
             r = None
             try:
                 r = fn(*args)
@@ -113,25 +129,15 @@ class App:
             finally:
                 # The coroutine's frame would keep a failed job's modules alive.
                 fn = args = r = None
-                for name in list(sys.modules):
-                    if name not in before and name not in _KEEP:
-                        del sys.modules[name]
-                        i = name.rfind(".")
-                        if i > 0 and name[:i] in sys.modules:
-                            try:
-                                delattr(sys.modules[name[:i]], name[i + 1 :])
-                            except AttributeError:
-                                pass
-                gc.collect()
+                _forget(before, _KEEP)
 
     # --- configuration ----------------------------------------------------
 
     def keypair(self, seed):
         """(seed, Ed25519 public key); a new random seed when seed is None. Run as a task."""
-        from sipmesh.proto import ed25519
+        import fw_jobs
 
-        seed = seed or os.urandom(32)
-        return seed, ed25519.public_key(seed)
+        return fw_jobs.keypair(seed)
 
     async def provision(self, args):
         """Serial `provision`: identity + first configuration, written atomically."""
@@ -300,57 +306,24 @@ class App:
     async def _job(self, key):
         """One round of a LAN loop; a pull returns a configuration to verify, or None.
 
-        The controller's config endpoint is found by mDNS (RFC 6763 §4 browse,
-        TXT kid must be the provisioned controller key's), else taken from
-        the configuration's controller entry.
+        Pull and heartbeat are in fw_jobs (loaded for the round only).
         """
-        cfg = self.store.config
-        if key == "refresh":
-            import fw_overlay
+        if key != "refresh":
+            import fw_jobs
 
-            # fw_overlay closes its link; app.overlay keeps only plain data between rounds.
-            await fw_overlay.refresh(self)
-            if cfg.get("overlay"):
-                self.overlay_state = "ok"
-            return None
-        import fw_lan
+            return await fw_jobs.job(self, key)
+        import fw_overlay
 
-        if key == "pull":
-            if self.controller is None and self.mdns is not None:
-                import binascii
-
-                import fw_mdns
-
-                kid = binascii.hexlify(self.kid()).decode()
-                try:
-                    for c in await fw_mdns.find("_sipmesh._tcp", 3000, self.ip):
-                        if c["txt"].get("kid") == kid:
-                            self.controller = c["ip"], c["port"]
-                except Exception as e:  # noqa: BLE001 - fall back to the configured address
-                    fw_log.log("mdns: controller not found: %r" % e)
-            if self.controller is None:
-                c = cfg["controller"]
-                self.controller = c["host"], c["port"]
-            return await fw_lan.pull(*self.controller, self.id, self.store.seq)
-        if self.controller is None:
-            return None
-        from sipmesh.proto import heartbeat
-
-        free, alloc = self.board.mem()
-        self.hb_n += 1
-        body = heartbeat.seal(self.store.identity["hb_key"], {
-            "id": self.id, "boot": self.boot, "n": self.hb_n, "cfg": self.store.seq,
-            "up": self.uptime(), "ip": self.ip, "free": free, "alloc": alloc,
-            "overlay": self.overlay_state,
-        })
-        status = await fw_lan.post_status(*self.controller, self.id, body)
-        if status != 204:
-            fw_log.log("heartbeat: controller answered %d" % status)
+        # fw_overlay closes its link; app.overlay keeps only plain data between rounds.
+        await fw_overlay.refresh(self)
+        if self.store.config.get("overlay"):
+            self.overlay_state = "ok"
         return None
 
 
 def main():
     """Entry point of /main.py."""
+    before = list(sys.modules)
     import board
 
     app = App(board)
@@ -358,3 +331,6 @@ def main():
         asyncio.run(app.run())
     finally:
         asyncio.new_event_loop()
+        # Back at the REPL (`repl`, for mpremote's deploy): the heap is the REPL's.
+        app = None
+        _forget(before)

@@ -232,7 +232,13 @@ class Responder:
         while True:
             await _wait(sock)
             try:
-                data, addr = sock.recvfrom(_RECV_MAX)
+                try:
+                    data, addr = sock.recvfrom(_RECV_MAX)
+                except MemoryError:
+                    # No 1.5 KB block free now: drop this datagram (one byte read
+                    # discards it), or the socket stays readable and this loop spins.
+                    sock.recv(1)
+                    raise
                 if isinstance(addr, tuple):
                     ip, port = addr[0], addr[1]
                 else:  # raw sockaddr on the unix port

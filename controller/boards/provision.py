@@ -94,7 +94,7 @@ def provision(
         raise ProvisionError(f"board_key must be one of {', '.join(KEY_ON)}")
     step = progress or (lambda _s: None)
     step("hello")
-    hello = link.request("hello")
+    hello = link.request("hello", timeout=PROVISION_TIMEOUT)  # it may still be booting
     board_id = hello.get("id")
     if not isinstance(board_id, str):
         raise ProvisionError("the board's hello has no id")

@@ -26,6 +26,10 @@ FrameCallback = Callable[[frame.Frame], None]
 _POLL = 0.05
 
 
+IDEMPOTENT = frozenset(("hello", "info", "get", "logs", "ping"))
+RESEND = 1.0
+
+
 class SerialError(Exception):
     """The one error of the management line.
 
@@ -103,10 +107,17 @@ class SerialLink:
         except mgmt.MgmtError as e:
             raise SerialError(f"bad request {op}: {e.message}", e.code) from e
         seq = self._next_seq()
-        self._write(frame.encode(frame.REQUEST, seq, payload))
+        data = frame.encode(frame.REQUEST, seq, payload)
+        self._write(data)
         wait = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
+        # A board that is still booting loses what arrives before its agent
+        # opens the line: questions that change nothing are asked again.
+        resend = time.monotonic() + RESEND if op in IDEMPOTENT else None
         while True:
+            if resend is not None and time.monotonic() >= resend:
+                self._write(b"\x00" + data)
+                resend = time.monotonic() + RESEND
             for f in self._decoder.feed(self._read()):
                 if f.type == frame.RESPONSE and f.seq == seq:
                     try:

@@ -14,10 +14,10 @@ arguments are refused, and every problem is one ``MgmtError(code,
 message)``. A request that cannot be understood is ``bad-request``; a
 well-formed request for an op this version does not know is ``unknown-op``.
 
-Size: the board's frame decoder preallocates ``MAX_REQUEST`` bytes, so the
+Size: the board's frame decoder grows up to ``MAX_REQUEST`` bytes, so the
 limits are chosen to make the largest valid request (a ``provision`` with
-a config of MAX_CONFIG and a cert of MAX_CERT bytes) fit in it. The module
-is resident on a 100 KB board: a few small tables and short messages.
+a config of MAX_CONFIG and a cert of MAX_CERT bytes) fit in it. On a 100 KB
+board the agent loads this module per request and drops it while an op runs.
 """
 
 from sipmesh.proto import cbor
@@ -45,7 +45,7 @@ CODES = (BAD_REQUEST, UNKNOWN_OP, NOT_PROVISIONED, REFUSED, BUSY, INTERNAL)
 # A signed configuration payload is at most 4096 bytes (sipmesh.proto.boardcfg);
 # the COSE_Sign1 envelope adds under 100. Controller-issued Ed25519 certificates
 # are a few hundred bytes of DER. A maximal provision request is then about
-# 5.5 KB, the frame decoder size MAX_REQUEST on the board.
+# 5.5 KB, the frame decoder's limit MAX_REQUEST on the board.
 MAX_CONFIG = const(4224)
 MAX_CERT = const(1024)
 MAX_MESSAGE = const(200)
