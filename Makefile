@@ -20,6 +20,7 @@ bench: $(VENV)/.stamp-bench
 	$(BIN)/python bench/sip_bench.py
 	$(BIN)/python bench/overlay_bench.py --quick
 	$(BIN)/python bench/autopeer_bench.py
+	$(BIN)/python bench/board_bench.py --soak 60
 
 lint: $(VENV)/.stamp-test
 	$(BIN)/ruff check .

@@ -107,8 +107,29 @@ def firmware(tmp_path: Path) -> Iterator[Path]:
     built = tmp_path / "bundle"
     bundle.build("unix", built)
     # In this process's own namespace: the board must not speak mDNS or HTTP here.
-    yield from run_sim(tmp_path / "flash", tmp_path / "tty", "--bundle", str(built),
-                       "--heap", BOARD_HEAP, env={"SIPMESH_NO_LAN": "1"})
+    for pty in run_sim(tmp_path / "flash", tmp_path / "tty", "--bundle", str(built),
+                       "--heap", BOARD_HEAP, env={"SIPMESH_NO_LAN": "1"}):
+        wait_for_boot_event(pty)
+        yield pty
+
+
+def wait_for_boot_event(pty: Path, timeout: float = 15.0) -> None:
+    """Listen (sending nothing) until the agent's boot EVENT: bytes sent while
+    the firmware is still starting meet a line in cooked mode, where a frame's
+    0x03 or 0x04 would interrupt the boot as Ctrl-C or Ctrl-D would."""
+    import time
+
+    import serial
+
+    from sipmesh.proto import frame
+
+    decoder = frame.FrameDecoder()
+    deadline = time.monotonic() + timeout
+    with serial.Serial(str(pty), timeout=0.2) as port:
+        while time.monotonic() < deadline:
+            for f in decoder.feed(port.read(256)):
+                if f.type == frame.EVENT:
+                    return
 
 
 def signed_config(seed: bytes, seq: int) -> bytes:
@@ -165,11 +186,11 @@ def test_provision_through_the_serial_link(firmware: Path) -> None:
     assert info["state"] == "configured" and info["cfg"] == 1 and info["name"] == "door-1"
 
 
-def test_provision_refuses_a_controller_without_a_certificate(firmware: Path) -> None:
+def test_provision_refuses_a_controller_without_a_certificate(stand_in: Path) -> None:
     def enroll(**kw: object) -> dict:
         return dict(FakeController().enroll_board(**kw), cert=b"")
 
-    with SerialLink(str(firmware)) as link, pytest.raises(ProvisionError, match="cert"):
+    with SerialLink(str(stand_in)) as link, pytest.raises(ProvisionError, match="cert"):
         provision(link, enroll, name="door-1", aor="sip:door-1@demo.sipmesh")
 
 
