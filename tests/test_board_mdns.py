@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import board_lan
 import pytest
 from zeroconf import (
     DNSAddress,
@@ -238,24 +239,6 @@ async def test_zeroconf_finds_board_sees_txt_update_and_goodbye(lan, procs) -> N
     print(f"zeroconf saw the board {seen_after:.2f} s after the board process started")
 
 
-def _avahi_conf(folder: Path, interface: str) -> tuple[Path, Path]:
-    bus = folder / "bus"
-    dbus = folder / "dbus.conf"
-    dbus.write_text(
-        "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\"\n"
-        " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
-        f"<busconfig><type>system</type><listen>unix:path={bus}</listen>"
-        "<auth>EXTERNAL</auth><policy context=\"default\"><allow user=\"*\"/>"
-        "<allow own=\"*\"/><allow send_destination=\"*\"/><allow receive_sender=\"*\"/>"
-        "</policy></busconfig>\n")
-    avahi = folder / "avahi.conf"
-    avahi.write_text(
-        "[server]\nuse-ipv4=yes\nuse-ipv6=no\n"
-        f"allow-interfaces={interface}\nenable-dbus=yes\n"
-        "[wide-area]\nenable-wide-area=no\n[publish]\ndisable-publishing=yes\n")
-    return dbus, avahi
-
-
 @pytest.mark.root
 @pytest.mark.micropython
 async def test_avahi_lists_the_board_with_its_txt(lan, procs, tmp_path: Path) -> None:
@@ -265,8 +248,7 @@ async def test_avahi_lists_the_board_with_its_txt(lan, procs, tmp_path: Path) ->
     judges.require("dbus-daemon", "dbus")
     judges.require("avahi-daemon")
     judges.require("avahi-browse", "avahi-utils")
-    dbus_conf, avahi_conf = _avahi_conf(tmp_path, lan["br"])
-    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={tmp_path / 'bus'}")
+    dbus_conf, avahi_conf, env = board_lan.avahi_files(tmp_path, lan["br"])
     bus = await _start(procs, lan["ctrl"], "dbus-daemon", f"--config-file={dbus_conf}",
                        "--nofork", "--print-address")
     await bus.line("unix:path=")
