@@ -76,34 +76,10 @@ async def site(tmp_path: Path):
     procs: list[board_lan.Proc] = []
     try:
         data = tmp_path / "ctl"
-        cfg = tmp_path / "branch.toml"
-        cfg.write_text(f"""
-[controller]
-branch = "{BRANCH}"
-data_dir = "{data}"
-log_level = "debug"
-[sip]
-listen = []
-[overlay]
-enabled = true
-demo = true
-first = true
-listen = "{CTRL_IP}:6084"
-client_listen = "{CTRL_IP}:6085"
-[boards]
-enabled = true
-listen = "{CTRL_IP}:7380"
-interfaces = ["{CTRL_IP}"]
-heartbeat = 2
-pull = 4
-refresh = 8
-lost_after = 3
-""")
+        cfg = board_lan.controller_config(tmp_path / "branch.toml", branch=BRANCH,
+                                          ctrl_ip=CTRL_IP, data=data)
         env = await board_lan.start_avahi(procs, ns["ctrl"], tmp_path, ns["br"])
-        ctl = await board_lan.start(procs, "controller", ns["ctrl"], SIPMESH, "run",
-                                    "--config", str(cfg),
-                                    env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        await ctl.line("controller ready")
+        ctl = await board_lan.start_controller(procs, ns["ctrl"], SIPMESH, cfg)
         old, new = tmp_path / "bundle-1", tmp_path / "bundle-2"
         for out, version in ((old, "1.0-factory"), (new, "1.1")):
             built = sipmesh("board", "build", "--kind", "unix", "--out", str(out),

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -97,38 +96,17 @@ def test_we_read_zeroconfs_query_and_response() -> None:
 # ------------------------------------------------------------------ the LAN
 
 
-def _run(*cmd: str) -> None:
-    subprocess.run(cmd, check=True, capture_output=True, timeout=30)
-
-
 @pytest.fixture(scope="module")
 def lan(tmp_path_factory: pytest.TempPathFactory):
     """Namespaces ctrl (bridge, CTRL_IP), b1 (B1_IP) and b2 (B2_IP); removed afterwards."""
     if os.geteuid() != 0:
         pytest.skip("needs root: builds network namespaces with ip netns")
-    p = f"md{os.getpid() % 100000}"
-    ns = {"ctrl": p + "c", "b1": p + "b1", "b2": p + "b2", "br": p + "br"}
+    ns = board_lan.build(f"md{os.getpid() % 100000}", CTRL_IP, {"b1": B1_IP, "b2": B2_IP})
     try:
-        for key in ("ctrl", "b1", "b2"):
-            _run("ip", "netns", "add", ns[key])
-            _run("ip", "-n", ns[key], "link", "set", "lo", "up")
-        _run("ip", "-n", ns["ctrl"], "link", "add", ns["br"], "type", "bridge")
-        _run("ip", "-n", ns["ctrl"], "addr", "add", CTRL_IP + "/24", "dev", ns["br"])
-        _run("ip", "-n", ns["ctrl"], "link", "set", ns["br"], "up")
-        for key, ip in (("b1", B1_IP), ("b2", B2_IP)):
-            near, far = p + "p" + key, p + "v" + key
-            _run("ip", "link", "add", near, "type", "veth", "peer", "name", far)
-            _run("ip", "link", "set", near, "netns", ns["ctrl"])
-            _run("ip", "link", "set", far, "netns", ns[key])
-            _run("ip", "-n", ns["ctrl"], "link", "set", near, "master", ns["br"])
-            _run("ip", "-n", ns["ctrl"], "link", "set", near, "up")
-            _run("ip", "-n", ns[key], "addr", "add", ip + "/24", "dev", far)
-            _run("ip", "-n", ns[key], "link", "set", far, "up")
         ns["lib"] = str(unixport.stage_lib(tmp_path_factory.mktemp("mdns-lib")))
         yield ns
     finally:
-        for key in ("ctrl", "b1", "b2"):
-            subprocess.run(["ip", "netns", "del", ns[key]], capture_output=True, timeout=30)
+        board_lan.remove({k: v for k, v in ns.items() if k != "lib"})
 
 
 class Proc:
