@@ -232,6 +232,9 @@ class App:
             self.board.reset()
 
     async def run(self):
+        # The line first: a request arriving while the store loads would otherwise
+        # meet a line where a frame's 0x03 byte is Ctrl-C and stops the boot.
+        reader, writer = self.board.serial_streams()
         state = await self.task(self.store.load)
         fw_log.log("boot %s %s fw %s: %s, cfg %d" % (
             self.board.KIND, self.id, self.fw, state, self.store.seq))
@@ -241,7 +244,6 @@ class App:
             fw_log.log("boot counter not saved: %r" % e)
         import fw_agent
 
-        reader, writer = self.board.serial_streams()
         self.agent = fw_agent.Agent(self, reader, writer)
         asyncio.create_task(self.agent.run())
         asyncio.create_task(self._network())
@@ -330,6 +332,7 @@ def main():
     try:
         asyncio.run(app.run())
     finally:
+        board.serial_restore()
         asyncio.new_event_loop()
         # Back at the REPL (`repl`, for mpremote's deploy): the heap is the REPL's.
         app = None

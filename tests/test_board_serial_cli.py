@@ -30,9 +30,9 @@ BOARD_ID = "sm-00112233aabb"
 # ---- STAND-IN AGENT (test only; the real one is firmware/fw_agent.py) ----
 STAND_IN = r'''
 import os, sys, select, termios
-from sipmesh.proto import cbor, frame, mgmt
 termios.setraw(0)
 a = termios.tcgetattr(0); a[6][6] = 0; a[6][5] = 0; termios.tcsetattr(0, termios.TCSANOW, a)
+from sipmesh.proto import cbor, frame, mgmt
 ID = os.getenv("SIPMESH_BOARD_ID")
 st = {"state": "unprovisioned", "cfg": 0, "pub": None}
 dec = frame.FrameDecoder()
@@ -99,7 +99,9 @@ def stand_in(tmp_path: Path) -> Iterator[Path]:
     unixport.stage_lib(root / "lib", compiled=True)
     (root / "main.py").write_text(STAND_IN)
     # The stand-in is test code compiled on the board: it gets more than the budget.
-    yield from run_sim(root, tmp_path / "tty", "--heap", "256K")
+    for pty in run_sim(root, tmp_path / "tty", "--heap", "256K"):
+        wait_for_boot_event(pty)
+        yield pty
 
 
 @pytest.fixture

@@ -87,8 +87,13 @@ def install_bundle(bundle_dir: Path, root: Path) -> int:
 
 
 def _serial_attrs(fd: int) -> None:
-    """Raw line but ISIG kept (Ctrl-C interrupts code) and no output processing (no \\r\\r\\n)."""
+    """Raw line but ISIG kept (Ctrl-C interrupts code) and no output processing (no \\r\\r\\n).
+
+    Only Ctrl-C is special, as on a board's USB serial: Ctrl-\\ and Ctrl-Z
+    bytes inside a frame must not quit or stop the interpreter.
+    """
     attrs = termios.tcgetattr(fd)
+    attrs[6][termios.VQUIT] = attrs[6][termios.VSUSP] = b"\x00"
     attrs[0] &= ~(termios.ICRNL | termios.IXON | termios.INLCR | termios.IGNCR)
     attrs[1] &= ~termios.OPOST
     attrs[3] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN)
