@@ -25,16 +25,68 @@ import fw_log
 
 from sipmesh.proto import frame
 
+_MODS = ("sipmesh.proto.mgmt", "sipmesh.proto.cbor")
 
-def _forget(x):
-    # mgmt is loaded per request (its 6 KB are not held by an idle board);
-    # x: it was loaded before.
-    if not x and "sipmesh.proto.mgmt" in sys.modules:
-        del sys.modules["sipmesh.proto.mgmt"]
-        try:
-            delattr(sys.modules["sipmesh.proto"], "mgmt")
-        except (AttributeError, KeyError):
-            pass
+
+def _mgmt():
+    """(mgmt, the names its import added): mgmt and the CBOR codec it uses are
+    loaded per request, in synchronous stretches that end with ``_drop``, so an
+    idle board holds neither (issue 6)."""
+    new = [n for n in _MODS if n not in sys.modules]
+    from sipmesh.proto import mgmt
+
+    return mgmt, new
+
+
+def _drop(new):
+    # Emptied as well, as fw_app._forget does: nothing of theirs runs after a stretch.
+    for name in new:
+        if name in sys.modules:
+            sys.modules.pop(name).__dict__.clear()
+            try:
+                delattr(sys.modules["sipmesh.proto"], name[14:])
+            except (AttributeError, KeyError):
+                pass
+
+
+def _reply(r, op=None, e=None):
+    """The RESPONSE payload: ok with the map r, or the error e that op raised.
+
+    e is matched by class name: the mgmt that raised it may be another load.
+    """
+    mgmt, new = _mgmt()
+    try:
+        if e is None:
+            return mgmt.response_ok(**r)
+        reason = getattr(e, "reason", None)
+        name = type(e).__name__
+        if name == "MgmtError":
+            return mgmt.response_error(e.code, e.message)
+        if name == "BoardConfigError" and reason:
+            # A refusal (boardcfg is imported only when a configuration arrives).
+            return mgmt.response_error(mgmt.REFUSED, reason)
+        fw_log.log("agent: %s failed: %r" % (op, e))
+        return mgmt.response_error(mgmt.INTERNAL, repr(e))
+    finally:
+        mgmt = None
+        _drop(new)
+
+
+def mgmt_value(name, message=None):
+    """sipmesh.proto.mgmt.<name>, or with a message the MgmtError(<name>, message)
+    to raise; the module is not kept."""
+    mgmt, new = _mgmt()
+    try:
+        v = getattr(mgmt, name)
+        return v if message is None else mgmt.MgmtError(v, message)
+    finally:
+        mgmt = None
+        _drop(new)
+
+
+def error(code, message):
+    """A MgmtError for the op to raise; code names the constant ("BAD_REQUEST")."""
+    return mgmt_value(code, message)
 
 
 class Agent:
@@ -44,13 +96,12 @@ class Agent:
         self.app = app
         self.r = reader
         self.w = writer
-        x = "sipmesh.proto.mgmt" in sys.modules
-        from sipmesh.proto import mgmt
-
+        mgmt, new = _mgmt()
         # The largest request (provision) fits in MAX_REQUEST (see sipmesh.proto.mgmt).
         self.dec = frame.FrameDecoder(mgmt.MAX_REQUEST)
         self.boot = mgmt.event("boot", id=app.id, fw=app.fw)
-        _forget(x)
+        mgmt = None
+        _drop(new)
         self.bad = self.ignored = 0
         self.running = True
 
@@ -89,36 +140,20 @@ class Agent:
         if f.type != frame.REQUEST:
             self.ignored += 1
             return
-        x = "sipmesh.proto.mgmt" in sys.modules
-        from sipmesh.proto import mgmt
-
         op = None
         try:
-            op, args = mgmt.parse_request(f.payload)
-            # Not held while the op runs (a provision verifies a signature).
-            mgmt = None
-            _forget(x)
-            r = await self.op(op, args)
-            from sipmesh.proto import mgmt
-
-            payload = mgmt.response_ok(**r)
+            mgmt, new = _mgmt()
+            try:
+                op, args = mgmt.parse_request(f.payload)
+            finally:
+                # Not held while the op runs (a provision verifies a signature).
+                mgmt = None
+                _drop(new)
+            payload = _reply(await self.op(op, args))
         except Exception as e:  # noqa: BLE001 - answered, the agent keeps running
-            from sipmesh.proto import mgmt
-
             if op is None:
                 self.bad += 1
-            reason = getattr(e, "reason", None)
-            if isinstance(e, mgmt.MgmtError):
-                payload = mgmt.response_error(e.code, e.message)
-            elif type(e).__name__ == "BoardConfigError" and reason:
-                # A refusal (boardcfg is imported only when a configuration arrives).
-                payload = mgmt.response_error(mgmt.REFUSED, reason)
-            else:
-                fw_log.log("agent: %s failed: %r" % (op, e))
-                payload = mgmt.response_error(mgmt.INTERNAL, repr(e))
-        finally:
-            mgmt = None
-            _forget(x)
+            payload = _reply(None, op, e)
         gc.collect()
         try:
             await self.send(frame.RESPONSE, f.seq, payload)
@@ -135,10 +170,8 @@ class Agent:
         app = self.app
         st = app.store
         if op == "hello":
-            from sipmesh.proto import mgmt
-
-            return {"id": app.id, "kind": app.board.KIND, "fw": app.fw, "proto": mgmt.PROTO,
-                    "state": st.state()}
+            return {"id": app.id, "kind": app.board.KIND, "fw": app.fw,
+                    "proto": mgmt_value("PROTO"), "state": st.state()}
         if op == "info":
             free, alloc = app.board.mem()
             cfg = st.config
@@ -149,7 +182,7 @@ class Agent:
                 "rx_dropped": self.dec.dropped, "rx_bad": self.bad,
             }
         if op == "keygen":
-            app.pending = await app.task(app.keypair, None)
+            app.pending = await app.task(app.jobs, "keypair", None)
             fw_log.log("agent: new key pair made for provisioning")
             return {"pub": app.pending[1]}
         if op == "provision":
@@ -158,9 +191,7 @@ class Agent:
             return {"config": st.config}
         if op == "set":
             if st.identity is None:
-                from sipmesh.proto import mgmt
-
-                raise mgmt.MgmtError(mgmt.NOT_PROVISIONED, "provision the board first")
+                raise error("NOT_PROVISIONED", "provision the board first")
             return {"cfg": await app.apply_config(args["config"], "serial")}
         if op == "logs":
             lines, nxt = fw_log.lines(args.get("since", 0))

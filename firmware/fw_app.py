@@ -7,26 +7,31 @@ failing part is logged and the rest runs:
 
 - the mDNS responder (``fw_mdns.Responder``, RFC 6762/6763) announcing
   ``_sipmesh-board._tcp`` with TXT v, id, kind, fw, state, cfg, name;
-- the push listener (``serve_push`` of ``fw_push``, else ``fw_lan``) on 7381;
+- the push listener (``fw_push.serve_push``, each connection served by
+  ``fw_http``) on 7381;
 - the configuration pull (``fw_lan.pull`` every intervals.pull seconds) and
   the heartbeat (``fw_lan.post_status`` every intervals.heartbeat), both in
-  ``fw_jobs``;
+  ``fw_jobs`` and run by one asyncio task (``_loops``) with the refresh;
 - the RELOAD client (``fw_overlay.refresh``, RFC 6940 §3.2) storing this
   board's device record every intervals.refresh seconds.
 
-Heap (100 KB on an ESP32): the core (store, agent, log), mDNS and the push
-listener stay resident. Everything else is transient: ``App.task`` runs one
-job under one asyncio.Lock and afterwards drops every module the job
-imported (``del sys.modules[name]``, the package attribute too, then
-``gc.collect()``), so config acceptance (COSE, Ed25519, SHA-512, boardcfg),
-a pull or heartbeat (fw_lan, heartbeat) and an overlay refresh (fw_overlay,
-reload_client, device_record, Ed25519) never sit in the heap together.
+Heap (100 KB on an ESP32): the core (the store's state, the agent, the
+log ring), mDNS and the push listener's socket stay resident; CBOR and the
+management codec are loaded per serial request (``fw_agent``), the store's
+file work per call (``fw_store_io``). Everything else is transient:
+``App.task`` runs one job under one asyncio.Lock and afterwards drops every
+module the job imported (``del sys.modules[name]``, the package attribute
+too, then ``gc.collect()``), so config acceptance (COSE, Ed25519, SHA-512,
+boardcfg), a pull or heartbeat (fw_lan, heartbeat) and an overlay refresh
+(fw_overlay, reload_client, device_record, Ed25519) never sit in the heap
+together.
 
 Every accepted configuration, whatever its path (serial provision/set, LAN
-pull, LAN push), goes through ``App.provision`` or ``App.apply_config`` and
-then ``_changed``, which re-announces the TXT record (RFC 6762 §8.4) and
-wakes the loops. A board never provisioned accepts no configuration from
-the LAN. SIPMESH_NO_LAN=1 (unix port) runs the store and the agent only.
+pull, LAN push), goes through ``App.provision`` or ``App.apply_config``
+(``fw_config``, loaded per call) and then ``_changed``, which re-announces
+the TXT record (RFC 6762 §8.4) and wakes the loops. A board never
+provisioned accepts no configuration from the LAN. SIPMESH_NO_LAN=1 (unix
+port) runs the store and the agent only.
 """
 
 import asyncio
@@ -40,8 +45,13 @@ import fw_store
 
 FW = "0.1.0"
 PUSH_PORT = 7381
-# Imported during a task but resident: never dropped.
-_KEEP = ("fw_mdns", "fw_push", "sipmesh.proto.mdns")
+_LOOPS = ("pull", "heartbeat", "refresh")
+# Imported during a task but resident, or dropped by their owner (fw_mdns): never dropped.
+_KEEP = ("fw_mdns", "fw_mdns_ctl", "fw_mdns_wire", "fw_mdns_find", "fw_push")
+
+
+# Only ever used inside App.task (or an agent request), so emptied when dropped: see _forget.
+_CLEAR = ("sipmesh.proto.cbor", "fw_store_io", "fw_jobs")
 
 
 def _bundle_version():
@@ -57,11 +67,19 @@ def _bundle_version():
         return FW
 
 
-def _forget(before, keep=()):
-    """Drop the modules imported since before (a list of names), but keep, and collect."""
+def _forget(before, keep=(), clear=()):
+    """Drop the modules imported since before (a list of names), but keep, and collect.
+
+    The globals of those named in clear are emptied too: the GC is conservative,
+    and a stale word it takes for a pointer into a dropped module (seen on the
+    unix port: 4 KB of cbor pinned after boot) then pins one object, not the
+    module. Only for modules no other code may still be running.
+    """
     for name in list(sys.modules):
         if name not in before and name not in keep:
-            del sys.modules[name]
+            m = sys.modules.pop(name)
+            if name in clear:
+                m.__dict__.clear()
             i = name.rfind(".")
             if i > 0 and name[:i] in sys.modules:
                 try:
@@ -92,6 +110,7 @@ class App:
         self.lock = asyncio.Lock()
         self.exit = asyncio.Event()  # set by the serial `repl`: main() returns
         self._wake = []
+        self._cfg = [0, False]  # calls in fw_config, fw_config loaded by them
 
     def uptime(self):
         return time.ticks_diff(time.ticks_ms(), self.t0) // 1000
@@ -129,72 +148,50 @@ class App:
             finally:
                 # The coroutine's frame would keep a failed job's modules alive.
                 fn = args = r = None
-                _forget(before, _KEEP)
+                _forget(before, _KEEP, _CLEAR)
 
     # --- configuration ----------------------------------------------------
 
-    def keypair(self, seed):
-        """(seed, Ed25519 public key); a new random seed when seed is None. Run as a task."""
+    def jobs(self, name, *args):
+        """fw_jobs.<name>(*args); run as a task, so fw_jobs is dropped afterwards."""
         import fw_jobs
 
-        return fw_jobs.keypair(seed)
+        return getattr(fw_jobs, name)(*args)
 
-    async def provision(self, args):
-        """Serial `provision`: identity + first configuration, written atomically."""
-        seed = args.get("seed")
-        if seed is not None:
-            seed, pub = await self.task(self.keypair, seed)
-        elif self.pending is not None:
-            seed, pub = self.pending
-        else:
-            from sipmesh.proto import mgmt
-
-            raise mgmt.MgmtError(mgmt.BAD_REQUEST, "no key: send keygen first or give a seed")
-        args["id"] = self.id
-        args["seed"] = seed
-        args["pub"] = pub
-        cose_bytes = args.pop("config")
+    async def _config(self, name, *args):
+        """fw_config.<name>(self, *args); fw_config is loaded for the call and
+        dropped when the last call running ends (a push and a serial `set` may overlap)."""
+        c = self._cfg
+        if not c[0]:
+            c[1] = "fw_config" not in sys.modules
+        c[0] += 1
         try:
-            cfg = await self.task(self.store.provision, args, cose_bytes)
-        except Exception as e:
-            fw_log.log("provision refused: %s" % getattr(e, "reason", e))
-            raise
-        self.pending = None
-        fw_log.log("provisioned, config seq %d" % cfg["seq"])
-        self._changed()
-        return {"pub": pub, "id": self.id, "cfg": cfg["seq"]}
+            import fw_config
 
-    async def apply_config(self, cose_bytes, source):
+            return await getattr(fw_config, name)(self, *args)
+        finally:
+            fw_config = None
+            c[0] -= 1
+            if not c[0] and c[1]:
+                # No call runs: emptied too (see _forget).
+                m = sys.modules.pop("fw_config", None)
+                if m is not None:
+                    m.__dict__.clear()
+
+    def provision(self, args):
+        """Serial `provision`: identity + first configuration, written atomically."""
+        return self._config("provision", args)
+
+    def apply_config(self, cose_bytes, source):
         """Accept a signed configuration from source; return its seq.
 
         Raises BoardConfigError when refused (logged; the board keeps what it had).
         """
-        try:
-            cfg = await self.task(self.store.set_config, cose_bytes)
-        except Exception as e:
-            fw_log.log("config from %s refused: %s" % (source, getattr(e, "reason", e)))
-            raise
-        fw_log.log("config seq %d accepted from %s" % (cfg["seq"], source))
-        self._changed()
-        return cfg["seq"]
+        return self._config("apply", cose_bytes, source)
 
-    async def on_push(self, body):
+    def on_push(self, body):
         """Push handler: (204, "") accepted, (403, reason) refused, (400, ...) garbage."""
-        if self.store.identity is None:
-            fw_log.log("push refused: not provisioned")
-            return 403, "not provisioned"
-        from sipmesh.proto import cbor
-
-        try:
-            cbor.loads(body)
-        except Exception:  # noqa: BLE001 - any undecodable body is garbage
-            return 400, "body is not CBOR"
-        try:
-            await self.apply_config(body, "push")
-        except Exception as e:  # noqa: BLE001 - every refusal is one 403 line
-            r = getattr(e, "reason", None)
-            return (403, r) if r else (500, "internal error")
-        return 204, ""
+        return self._config("on_push", body)
 
     def _changed(self):
         gc.collect()
@@ -239,7 +236,7 @@ class App:
         fw_log.log("boot %s %s fw %s: %s, cfg %d" % (
             self.board.KIND, self.id, self.fw, state, self.store.seq))
         try:
-            self.boot = self.store.next_boot()
+            self.boot = await self.task(self.store.next_boot)
         except Exception as e:  # noqa: BLE001 - a full flash must not stop the board
             fw_log.log("boot counter not saved: %r" % e)
         import fw_agent
@@ -269,41 +266,61 @@ class App:
 
             self.mdns = fw_mdns.Responder(self.ip, self.id, port=PUSH_PORT, txt=self.txt())
             self.mdns.log = fw_log.log
+            self.mdns.lock = self.lock  # its probing code and a job's never load together
             asyncio.create_task(self.mdns.start())
         except Exception as e:  # noqa: BLE001 - the board still works without mDNS
             self.mdns = None
             fw_log.log("mdns: not started: %r" % e)
         try:
-            try:
-                from fw_push import serve_push
-            except ImportError:
-                from fw_lan import serve_push
+            from fw_push import serve_push
+
             self.push = await serve_push(self.ip, PUSH_PORT, self.on_push, log=fw_log.log)
         except Exception as e:  # noqa: BLE001 - pull still brings configurations
             fw_log.log("push: not started: %r" % e)
         gc.collect()
-        for key in ("pull", "heartbeat", "refresh"):
-            asyncio.create_task(self._loop(key))
+        asyncio.create_task(self._loops())
 
     # --- LAN jobs, each a transient task ------------------------------------
 
-    async def _loop(self, key):
+    async def _loops(self):
+        """The pull, heartbeat and refresh loops in one asyncio task (one coroutine
+        frame instead of three): each key's round runs once intervals.<key>
+        seconds have passed since its last round ended, and every key's at once
+        when a new configuration wakes the board. Rounds share App.task's lock
+        anyway, so they ran one after the other before too."""
         ev = asyncio.Event()
         self._wake.append(ev)
+        due = [time.ticks_ms()] * 3
         while True:
             cfg = self.store.config
+            wait = 30000
             if cfg is not None:
-                try:
-                    body = await self.task(self._job, key)
-                    if body is not None:
-                        await self.apply_config(body, "pull")
-                except Exception as e:  # noqa: BLE001 - the next round tries again
-                    fw_log.log("%s: %s" % (key, getattr(e, "reason", e)))
-                    if key == "pull":
-                        self.controller = None
-                    elif key == "refresh":
-                        self.overlay_state = "down"
-            await self._sleep(ev, cfg["intervals"][key] if cfg else 30)
+                for i in range(3):
+                    if time.ticks_diff(due[i], time.ticks_ms()) <= 0:
+                        key = _LOOPS[i]
+                        await self._round(key)
+                        due[i] = time.ticks_add(time.ticks_ms(), cfg["intervals"][key] * 1000)
+                now = time.ticks_ms()
+                wait = max(0, min(time.ticks_diff(d, now) for d in due))
+            try:
+                await asyncio.wait_for_ms(ev.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+            if ev.is_set():
+                ev.clear()
+                due = [time.ticks_ms()] * 3
+
+    async def _round(self, key):
+        try:
+            body = await self.task(self._job, key)
+            if body is not None:
+                await self.apply_config(body, "pull")
+        except Exception as e:  # noqa: BLE001 - the next round tries again
+            fw_log.log("%s: %s" % (key, getattr(e, "reason", e)))
+            if key == "pull":
+                self.controller = None
+            elif key == "refresh":
+                self.overlay_state = "down"
 
     async def _job(self, key):
         """One round of a LAN loop; a pull returns a configuration to verify, or None.

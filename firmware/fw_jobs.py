@@ -2,8 +2,8 @@
 
 Kept out of ``fw_app`` so that an idle board does not hold its code (heap
 budget, issue 6): the configuration pull and the heartbeat of the LAN loops
-(``fw_lan``, ``sipmesh.proto.heartbeat``), and the Ed25519 key pair of
-``keygen``/``provision``.
+(``fw_lan``, ``sipmesh.proto.heartbeat``), the Ed25519 key pair of
+``keygen``/``provision``, and the CBOR check of a pushed body.
 """
 
 import os
@@ -17,6 +17,17 @@ def keypair(seed):
 
     seed = seed or os.urandom(32)
     return seed, ed25519.public_key(seed)
+
+
+def is_cbor(body):
+    """Whether body is one well-formed CBOR item (RFC 8949): a push that is not is garbage."""
+    from sipmesh.proto import cbor
+
+    try:
+        cbor.loads(body)
+    except Exception:  # noqa: BLE001 - any undecodable body is garbage
+        return False
+    return True
 
 
 async def job(app, key):

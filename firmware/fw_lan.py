@@ -6,8 +6,8 @@ RFC 9112 §9.6): no keep-alive, no pipelining, no chunked coding (a
 response with Transfer-Encoding is refused; the controller always sends
 Content-Length). fw_app imports this module for one pull or heartbeat and
 drops it afterwards; the bounded reader it uses (a line of at most 512
-bytes, at most 32 header fields, a body of at most 8 KiB) lives in the
-resident fw_push, and the whole exchange has a deadline. Every failure is
+bytes, at most 32 header fields, a body of at most 8 KiB) is fw_http's, the
+push listener's, and the whole exchange has a deadline. Every failure is
 one ``LanError``.
 
 Runs on MicroPython's asyncio and on CPython's.
@@ -15,7 +15,7 @@ Runs on MicroPython's asyncio and on CPython's.
 
 import asyncio
 
-from fw_push import _body, _headers, _line
+from fw_http import _body, _headers, _line
 
 
 class LanError(Exception):

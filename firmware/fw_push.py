@@ -1,174 +1,18 @@
 """The board's push listener: ``POST /config`` over HTTP/1.1 (RFC 9112), one request a connection.
 
-It stays resident for the board's whole life, so it is kept small: two
-closures instead of a class, few distinct texts (each costs heap), limits
-as folded constants. Everything read is bounded: a line of at most 512
-bytes, at most 32 header fields, a body of at most 8 KiB, a deadline on
-the request. A peer that breaks a limit gets a 4xx answer and a closed
-connection; nothing it sends can stop the listener.
-
-The bounded reader (``_line``, ``_headers``, ``_body``: a
-malformed input raises ValueError) is also what fw_lan reads responses
-with, so the transient client carries no second copy of it.
+It stays resident for the board's whole life, so it holds only the
+listening socket and the accept path below (heap budget, issue 6). Each
+connection is read and answered by ``fw_http`` (the bounded request reader,
+the limits and the answers); the first connection to open loads fw_http if
+no one else had, and the last one to close drops it again, as it does while
+the configuration is checked.
 
 Runs on MicroPython's asyncio and on CPython's.
 """
 
 import asyncio
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
-
-_MAX_LINE = const(512)
-_MAX_HEADERS = const(32)
-# Same bound as a serial frame: a signed configuration fits with room to spare.
-_MAX_BODY = const(8192)
-# More connections at once are answered 503, so idle sockets cannot take the heap.
-_MAX_CLIENTS = const(2)
-
-
-async def _fill(s, mv):
-    """Read into mv; 0 at EOF. CPython's StreamReader has no readinto, so it copies."""
-    try:
-        return await s.readinto(mv) or 0
-    except AttributeError:
-        d = await s.read(len(mv))
-        mv[: len(d)] = d
-        return len(d)
-
-
-async def _line(r):
-    """One line of reader r ``[stream, buf, start, end]`` without CRLF; EOF is an error.
-
-    RFC 9112 §2.2 lets a recipient take a bare LF as the line end.
-    """
-    b = r[1]
-    while True:
-        s = r[2]
-        e = r[3]
-        i = b.find(b"\n", s, e)
-        if (i if i >= 0 else e) - s > _MAX_LINE:
-            raise ValueError("too long")
-        if i >= 0:
-            r[2] = i + 1
-            if i > s and b[i - 1] == 13:
-                i -= 1
-            return bytes(memoryview(b)[s:i])
-        if s:
-            e -= s
-            for k in range(e):
-                b[k] = b[s + k]
-            r[2] = 0
-        got = await _fill(r[0], memoryview(b)[e:])
-        if not got:
-            raise ValueError("request cut short")
-        r[3] = e + got
-
-
-async def _headers(r):
-    """(header fields {lower-case name: value} as bytes, Content-Length or -1).
-
-    At most 32 fields (RFC 9112 §5). Obsolete line folding is refused
-    (RFC 9112 §5.2), and so is a second Content-Length with another value
-    (RFC 9112 §6.3).
-    """
-    f = {}
-    for _ in range(_MAX_HEADERS + 1):
-        ln = await _line(r)
-        if not ln:
-            # Content-Length (RFC 9110 §8.6: digits only), or -1 when absent.
-            v = f.get(b"content-length")
-            if v is None:
-                return f, -1
-            if not v.isdigit() or len(v) > 9:
-                raise ValueError("malformed")
-            return f, int(v)
-        i = ln.find(b":")
-        if i <= 0 or ln[0] < 33 or ln[i - 1] < 33:
-            raise ValueError("malformed")
-        k = ln[:i].lower()
-        v = ln[i + 1 :].strip()
-        if k == b"content-length" and f.get(k, v) != v:
-            raise ValueError("malformed")
-        f[k] = v
-    raise ValueError("too long")
-
-
-async def _body(r, n):
-    """Exactly n bytes, or (n < 0) all up to EOF; at most 8 KiB either way."""
-    if n > _MAX_BODY:
-        raise ValueError("too long")
-    s = r[2]
-    out = bytearray(n if n >= 0 else _MAX_BODY + 1)
-    mv = memoryview(out)
-    pos = min(r[3] - s, len(out))
-    mv[:pos] = memoryview(r[1])[s : s + pos]
-    r[2] = s + pos
-    while pos < len(out):
-        got = await _fill(r[0], mv[pos:])
-        if not got:
-            if n < 0:
-                break
-            raise ValueError("request cut short")
-        pos += got
-    if pos > _MAX_BODY:
-        raise ValueError("too long")
-    return bytes(mv[:pos])
-
-
-async def _request(rd, w):
-    """(status, reason) to answer, or (0, body) for a POST /config."""
-    r = [rd, bytearray(1024), 0, 0]
-    try:
-        p = (await _line(r)).split()
-        if len(p) != 3 or not p[2].startswith(b"HTTP/1."):
-            return 400, "malformed"
-        f, n = await _headers(r)
-        if p[1] != b"/config":
-            return 404, ""
-        if p[0] != b"POST":
-            return 405, ""
-        if b"transfer-encoding" in f:
-            return 400, "malformed"
-        if n < 0:
-            return 411, ""
-        if n > _MAX_BODY:
-            return 413, "too long"
-        if b"expect" in f:
-            # RFC 9110 §10.1.1: curl asks before sending a larger body.
-            w.write(("HTTP/1.1 %d \r\n%s\r\n" % (100, "")).encode())
-            await w.drain()
-        return 0, await _body(r, n)
-    except ValueError as e:
-        return 400, str(e)
-
-
-async def _answer(w, st, text):
-    """The status line and a one-line text/plain reason, control characters blanked.
-
-    A 204 has no body nor Content-Length (RFC 9110 §8.6); Allow, which a 405
-    must carry, may go in any answer (RFC 9110 §10.2.1). The reason phrase
-    is optional (RFC 9112 §4) and left out.
-    """
-    b = bytearray(text.encode())
-    for i in range(len(b)):
-        if b[i] < 32:
-            b[i] = 32
-    h = "Connection: close\r\n"
-    if st != 204:
-        h += (
-            "Allow: POST\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-            % len(b)
-        )
-    w.write(("HTTP/1.1 %d \r\n%s\r\n" % (st, h)).encode())
-    if st != 204:
-        w.write(b)
-    await w.drain()
+import gc
+import sys
 
 
 async def serve_push(ip, port, on_config, *, timeout=10, log=None):
@@ -182,56 +26,43 @@ async def serve_push(ip, port, on_config, *, timeout=10, log=None):
     503. ``log(text)`` gets one line per connection whose answer on_config
     did not give, once it is closed. Returns the asyncio server.
     """
-    busy = [0]
+    # connections open, fw_http loaded by them
+    st = [0, False]
+
+    def drop():
+        # the last connection out drops fw_http, if it was not loaded before
+        if st[0] == 1 and st[1]:
+            sys.modules.pop("fw_http", None)
+            gc.collect()
 
     async def handle(rd, w):
-        busy[0] += 1
-        note = None
+        if not st[0]:
+            st[1] = "fw_http" not in sys.modules
+        st[0] += 1
         try:
-            if busy[0] > _MAX_CLIENTS:
-                got = 503, "busy"
-            else:
-                try:
-                    got = await asyncio.wait_for(_request(rd, w), timeout)
-                except asyncio.TimeoutError:
-                    got = 408, "request timeout"
-            st, x = got
-            if st:
-                note = "%d %s" % got
-            else:
+            import fw_http
+
+            code, x = await fw_http.receive(rd, w, st[0], timeout)
+            note = "%d %s" % (code, x) if code else None
+            if not code:
+                # The check of the body loads the verifier: the reader's code is
+                # not kept beside it (heap budget).
+                fw_http = None
+                drop()
                 try:
                     got = on_config(x)
                     if not isinstance(got, tuple):
                         got = await got
-                    st, x = got
+                    code, x = got
                 except Exception as e:  # noqa: BLE001 - answered 500, not fatal
-                    st, x = 500, ""
-                    note = "%d %s" % (st, repr(e))
-            await _answer(w, st, x)
-            # Unread input would make close() send RST (RFC 9293 §3.6) and could
-            # destroy the answer; MicroPython sockets have no shutdown().
-            n = 0
-            try:
-                while n < 16384:
-                    d = await asyncio.wait_for(rd.read(512), 0.1)
-                    if not d:
-                        break
-                    n += len(d)
-            except Exception:  # noqa: BLE001 - idle or reset: close now either way
-                pass
-        except Exception as e:  # noqa: BLE001 - one bad peer must never stop the listener
-            note = note or repr(e)
+                    code, x, note = 500, "", "500 %r" % (e,)
+                import fw_http
+            await fw_http.reply(rd, w, code, x, note, log)
+        except Exception:  # noqa: BLE001 - no fw_http: close, keep listening
+            w.close()
         finally:
-            busy[0] -= 1
-            try:
-                w.close()
-                await w.wait_closed()
-            except Exception:  # noqa: BLE001 - the peer may already be gone
-                pass
-        if note and log:
-            try:
-                log("push: " + note)
-            except Exception:  # noqa: BLE001 - logging must not break the listener
-                pass
+            fw_http = x = None
+            drop()
+            st[0] -= 1
 
     return await asyncio.start_server(handle, ip, port)

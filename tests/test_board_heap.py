@@ -29,10 +29,8 @@ from sipmesh.proto import boardcfg, cose, heartbeat
 pytestmark = pytest.mark.micropython
 
 ROOT = Path(__file__).resolve().parent.parent
-# The smallest heap the scenario survived (measured in 10K steps); the ESP32 budget
-# is 100K: resident mDNS + push (~35 KB with their buffers) and the qstr pool that
-# the transient modules' names push past its size keep it above that for now.
-HEAP = "150K"
+# The ESP32 budget (issue 6); the test boards of tests/board_lan.py get the same.
+HEAP = "100K"
 HB_KEY = bytes(range(32))
 
 

@@ -1,9 +1,11 @@
-"""The board's LAN HTTP (firmware/fw_lan.py, fw_push.py) on MicroPython with the ESP32 heap budget.
+"""The board's LAN HTTP (firmware/fw_lan.py, fw_http.py, fw_push.py) on MicroPython.
 
 A driver script runs under ``micropython -X heapsize=100K`` as fw_app does:
-fw_push stays resident while fw_lan and the heartbeat module are imported
-for the client work and dropped afterwards. It pulls its configuration from
-an aiohttp endpoint, posts a sealed heartbeat, meets a raw server that
+fw_push stays resident while fw_lan (with fw_http) and the heartbeat module
+are imported for the client work and dropped afterwards; the listener loads
+fw_http for the connections it serves and drops it after the last one, all
+within the ESP32 heap budget. It pulls its configuration from an aiohttp
+endpoint, posts a sealed heartbeat, meets a raw server that
 answers malformed HTTP, and then listens for pushes that this test sends
 from CPython, well-formed and hostile. The board must return what the
 controller sent byte for byte, raise LanError for every bad answer, keep
@@ -102,7 +104,7 @@ async def main():
         await attempt("raw-" + case, fw_lan.pull(HOST, RAW, case, 0, timeout=2))
         gc.collect()
     fw_lan = heartbeat = None
-    del sys.modules["fw_lan"], sys.modules["sipmesh.proto.heartbeat"]
+    del sys.modules["fw_lan"], sys.modules["fw_http"], sys.modules["sipmesh.proto.heartbeat"]
     delattr(sys.modules["sipmesh.proto"], "heartbeat")
     gc.collect()
     print("HEAP", BASE, LOADED, gc.mem_alloc(), "fw_lan" in sys.modules)
@@ -112,8 +114,13 @@ async def main():
     await DONE.wait()
     srv.close()
     await srv.wait_closed()
+    # The last connection to close drops the request handling (fw_http) it loaded.
+    for _ in range(50):
+        if "fw_http" not in sys.modules:
+            break
+        await asyncio.sleep_ms(100)
     gc.collect()
-    print("BYE", gc.mem_alloc())
+    print("BYE", gc.mem_alloc(), "fw_http" in sys.modules)
 
 
 asyncio.run(main())
@@ -262,7 +269,7 @@ async def start_board(tmp_path: Path, http: int, raw: int, push: int,
     # Compiled as a board holds its code: compiling cbor.py from source alone needs more
     # than 100 KB, and compiler garbage would fragment the heap being measured.
     lib = unixport.stage_lib(tmp_path / "lib", compiled=True)
-    for name in ("fw_lan", "fw_push"):
+    for name in ("fw_lan", "fw_push", "fw_http"):
         unixport.mpy_cross(FIRMWARE / f"{name}.py", lib / f"{name}.mpy")
     driver = tmp_path / "lan_driver.py"
     driver.write_text(DRIVER)
@@ -366,6 +373,7 @@ async def test_board_lan_on_micropython(
         err = (await board.proc.stderr.read()).decode()
         print("board said:", *board.seen[-30:], err[-3000:], sep="\n")  # shown on failure
     assert bye.startswith("BYE")
+    assert bye.split()[2] == "False", "fw_http stayed loaded after the last push"
 
 
 async def check_push(board: Board, port: int) -> None:

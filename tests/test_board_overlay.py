@@ -56,7 +56,7 @@ RECORD_A = {
 # at each use).
 DRIVER = r"""
 import sys, gc, json, time, asyncio, os
-from sipmesh.proto import cbor, ed25519
+from sipmesh.proto import cbor, device_record, ed25519
 import fw_overlay
 
 SIGS = [0]
@@ -79,7 +79,7 @@ async def main(host, port, overlay, mode, path, arg, rec=None):
     with open(path, "rb") as f:
         ident = cbor.loads(f.read())
     if mode == "refused":
-        rec = fw_overlay.device_record.encode(json.loads(rec))
+        rec = device_record.encode(json.loads(rec))
         oc = fw_overlay.OverlayClient(host, int(port), ident, overlay, tries=3)
         cl = oc.client
         now = (int(time.time()) + fw_overlay._EPOCH) * 1000 + 10000
@@ -102,13 +102,18 @@ async def main(host, port, overlay, mode, path, arg, rec=None):
     app.fw = "0.1.0"
     app.overlay = None
     app.contacts = None
-    for n in range(2 if mode == "twice" else 1):
+    key = (host, int(port), overlay, fw_overlay.KIND)
+    for n in range(1 if mode == "once" else 2):
+        if mode == "future":
+            # First a store dated a day ahead, then a board that forgot it
+            # (as after a reboot without a real-time clock).
+            app.overlay = (key, (0, (int(time.time()) + 86400) * 1000, None)) if n == 0 else None
         gc.collect()
         SIGS[0] = 0
         t0 = time.ticks_ms()
         await fw_overlay.refresh(app)
         out("refresh%d" % n, ms=time.ticks_diff(time.ticks_ms(), t0), sigs=SIGS[0],
-            seq=app.overlay[1][0], contacts=app.contacts)
+            seq=app.overlay[1][0], last=app.overlay[1][1], contacts=app.contacts)
     gc.collect()
     out("mem", alloc=gc.mem_alloc(), free=gc.mem_free())
 
@@ -277,6 +282,25 @@ async def test_boards_store_and_fetch_records(
     # The boards were clients: never members of the Chord table.
     ids = {to_int(rc.parse_certificate(x["cert"])[1]) for x in (a, b)}
     assert not ids & set(peer.table.nodes())
+
+
+@pytest.mark.micropython
+async def test_store_older_than_the_stored_copy_is_stored_after_it(
+    controller: OverlayService, board_lib: list[Path], tmp_path: Path
+) -> None:
+    """§7.4.1.1: a board whose clock is behind its stored record (Error_Data_Too_Old)
+    fetches the stored copy's time and stores just after it, in the same refresh."""
+    overlay = controller.enrollment.config.instance_name
+    path_a, _ = _identity_file(tmp_path, "door-1", controller)
+    res = await _board(board_lib, "127.0.0.1", str(controller.peer.client_port), overlay,
+                       "future", str(path_a), json.dumps(["door-1"]))
+    assert "refresh1" in res, _explain(res)
+    first, second = res["refresh0"], res["refresh1"]
+    assert second["last"] == first["last"] + 1, (first, second)
+    # The refused store (2 signatures), the fetch of the stored copy (1), the
+    # new store (2) and the contact's fetch (1).
+    assert second["sigs"] == 6, second
+    assert second["contacts"]["door-1"]["t"] == first["contacts"]["door-1"]["t"]
 
 
 @pytest.mark.micropython
@@ -515,6 +539,34 @@ def test_answers_are_acked_and_config_sequence_learnt(monkeypatch: pytest.Monkey
     assert cl.receive_data(rl.encode_data_frame(7, err.encode())) == []  # a late copy
     with pytest.raises(rc.ReloadClientError):
         cl.receive_data(b"\x42garbage")
+
+
+def test_requests_signed_apart_are_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """unsigned_request + Ed25519 by the caller + send (a board's phases) put the
+    same bytes on the link as request(); parts_to_send joins to data_to_send."""
+    from sipmesh.proto import ed25519
+
+    monkeypatch.setattr(rc.os, "urandom", lambda n: b"\x07" * n)
+    ca = make_ca(OVERLAY)
+    seed, pub = _seed_pair()
+    der = issue(ca, pub, "door-1@x", random_node_id(), OVERLAY).public_bytes(
+        serialization.Encoding.DER)
+    value = device_record.encode(RECORD_A)
+    cl = rc.ReloadClient(OVERLAY, der, seed)
+    cl.store(value, 1000, 60)
+    cl.fetch("door-2@x")
+    whole = cl.data_to_send()
+    later = rc.ReloadClient(OVERLAY, der, seed)
+    todo = [cl.unsigned_store(value, 1000, 60), cl.unsigned_fetch("door-2@x")]
+    parts = []
+    for tid, code, rid, st, head, pre, sdt, post, ident in todo:
+        msg = pre + ed25519.sign(seed, sdt) + post if sdt else pre
+        later.send((tid, code, rid, msg, ed25519.sign(seed, head + msg + ident), st))
+        parts += later.parts_to_send()
+    assert b"".join(parts) == whole
+    frames = rl.FrameDecoder().feed(whole)
+    req = rl.decode_message(frames[0].message)
+    assert req.header.transaction_id == later.tid == int.from_bytes(b"\x07" * 8, "big")
 
 
 if __name__ == "__main__":  # pragma: no cover

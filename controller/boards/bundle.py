@@ -140,7 +140,8 @@ def check_mpy_header(data: bytes, mpy_version: str) -> None:
 
 def _compile(src: Path, dest: Path, source_name: str, mpy_version: str) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [mpy_cross_command(), "-s", source_name, "-o", str(dest), str(src)]
+    # -O3: no line-number tables in the bytecode (a board's heap holds its code).
+    cmd = [mpy_cross_command(), "-O3", "-s", source_name, "-o", str(dest), str(src)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         err = (done.stderr or done.stdout).strip().splitlines()

@@ -23,6 +23,9 @@ push listener returns ("bad signature", "for another board", "not newer",
 "malformed: <key>", naming the first key found wrong).
 """
 
+import gc
+import sys
+
 from sipmesh.proto import cbor
 
 try:
@@ -166,12 +169,36 @@ def accept(cose_bytes, controller_pub, board_id, current_seq, verify=None):
     ``BoardConfigError("bad signature")``. ``verify`` is passed to
     ``cose.verify1`` (CPython may give a fast verifier). The COSE module
     (and Ed25519 with it) is imported here, on first use, because it is
-    the largest code a board loads and is needed only when a config arrives.
+    the largest code a board loads and is needed only when a config arrives;
+    on MicroPython the modules it imported are dropped again before the
+    payload is decoded and checked, so the two never share a board's heap.
     """
+    before = list(sys.modules)
     from sipmesh.proto import cose
 
     try:
         payload = cose.verify1(cose_bytes, controller_pub, verify=verify)
     except cose.CoseError:
-        raise BoardConfigError(BAD_SIGNATURE) from None
+        payload = None
+    cose = None
+    if sys.implementation.name == "micropython":
+        forget(before)
+    if payload is None:
+        raise BoardConfigError(BAD_SIGNATURE)
     return check(payload, board_id, current_seq)
+
+
+def forget(before):
+    """Drop the modules imported since ``before`` (a list of names) from
+    sys.modules and their package, then collect: their code leaves the heap
+    (MicroPython loads .mpy bytecode into it)."""
+    for name in list(sys.modules):
+        if name not in before:
+            del sys.modules[name]
+            i = name.rfind(".")
+            if i > 0 and name[:i] in sys.modules:
+                try:
+                    delattr(sys.modules[name[:i]], name[i + 1 :])
+                except AttributeError:
+                    pass
+    gc.collect()

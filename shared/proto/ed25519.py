@@ -7,9 +7,10 @@ against pynacl in tests/test_cose_interop.py).
 
 Points use extended twisted Edwards coordinates (X:Y:Z:T), x = X/Z,
 y = Y/Z, x*y = T/Z, with the addition and doubling formulas of RFC 8032
-§5.1.4. Scalar multiplication uses a fixed window of signed 3-bit digits
-(tables of [1..4]P: half the big integers of a 4-bit window, for ~15% more
-time, so a verification fits a board's heap); table points are kept in the "cached" form
+§5.1.4. Scalar multiplication uses a fixed window of signed 2-bit digits
+(tables of [1..2]P: a quarter of the big integers of a 4-bit window, for
+about 10% more time than 3-bit digits, so a verification fits a board's
+heap); table points are kept, without spare digits, in the "cached" form
 (Y-X, Y+X, 2*d*T, 2*Z) so an addition costs 8 multiplications.
 Both multiplications go through one routine, ``_mul``: [S]B + [k](-A)
 for verification shares one chain of doublings (Straus), and signing is
@@ -46,6 +47,10 @@ _SQRT_M1 = const(196811613767075059568070793049885420154460665159238901627440210
 _BX = const(15112221349535400772501151409588531511454012693041857206046113283949847762202)
 _BY = const(46316835694926478169428394003475163141307993866256225615783033603165251855960)
 
+# Bits per digit of the scalars in _mul: 3 needs tables of [1..4]P, 2 of
+# [1..2]P (half the table ints in a verification's heap, ~10% more time).
+_W = const(2)
+
 _last_key = None  # seed || pub of the last key used: boards sign with one key
 
 
@@ -70,11 +75,11 @@ def _add(pt, q, neg=False):
     return (e * f % p, g * h % p, f * g % p, e * h % p)
 
 
-def _double(pt):
-    """[8]pt: three doublings (RFC 8032 §5.1.4); T is only computed for the last."""
+def _double(pt, n):
+    """[2^n]pt: n doublings (RFC 8032 §5.1.4); T is only computed for the last."""
     p = _P
     x1, y1, z1 = pt[0], pt[1], pt[2]
-    for _ in range(3):
+    for _ in range(n):
         a = x1 * x1 % p
         b = y1 * y1 % p
         c = 2 * z1 * z1 % p
@@ -89,38 +94,47 @@ def _double(pt):
     return (x1, y1, z1, e * h % p)
 
 
+def _c(v):
+    """v (0 <= v < 2^256) in an int without spare digits. MicroPython keeps a
+    remainder in as many digits as the dividend had (66 bytes for a product
+    mod p); the table entries live through a whole multiplication."""
+    return int.from_bytes(v.to_bytes(32, "little"), "little")
+
+
 def _mul(ks, pts):
     """sum of [k]P over the pairs, scalars below 2^256: one doubling chain (Straus).
 
-    Each scalar is cut into 86 signed radix-8 digits in [-4, 4), so a table
-    of [1..4]P in cached form (Y-X, Y+X, 2dT, 2Z) serves: [-d]P is [d]P
-    with _add's neg flag.
+    Each scalar is cut into signed digits of _W bits, in [-2^(_W-1), 2^(_W-1)),
+    so a table of [1..2^(_W-1)]P in cached form (Y-X, Y+X, 2dT, 2Z) serves:
+    [-d]P is [d]P with _add's neg flag.
     """
     p = _P
+    n = (256 + _W) // _W
+    half = 1 << (_W - 1)
     digs = []
     tabs = []
     for k, pt in zip(ks, pts):
-        dig = bytearray(86)
+        dig = bytearray(n)
         carry = 0
-        for i in range(86):
-            d = (k & 7) + carry
-            k >>= 3
-            carry = d >= 4
-            dig[i] = d - 4 if carry else d + 4
+        for i in range(n):
+            d = (k & (2 * half - 1)) + carry
+            k >>= _W
+            carry = d >= half
+            dig[i] = d - half if carry else d + half
         digs.append(dig)
         tab = [None]
         acc = pt
-        for j in range(4):
+        for j in range(half):
             x, y, z, t = acc
-            tab.append(((y - x) % p, (y + x) % p, t * _D2 % p, 2 * z % p))
-            if j < 3:
+            tab.append((_c((y - x) % p), _c((y + x) % p), _c(t * _D2 % p), _c(2 * z % p)))
+            if j < half - 1:
                 acc = _add(acc, tab[1])
         tabs.append(tab)
     acc = (0, 1, 1, 0)
-    for i in range(85, -1, -1):
-        acc = _double(acc)
+    for i in range(n - 1, -1, -1):
+        acc = _double(acc, _W)
         for dig, tab in zip(digs, tabs):
-            d = dig[i] - 4
+            d = dig[i] - half
             if d:
                 acc = _add(acc, tab[abs(d)], d < 0)
     return acc
@@ -189,15 +203,28 @@ def verify(pub, msg, sig):
             return False
     if len(pub) != 32 or len(sig) != 64:
         return False
-    p = _P
     sig = bytes(sig)
     s = int.from_bytes(sig[32:], "little")
     y = int.from_bytes(pub, "little")
+    x = _minus_x(y)
+    if s >= _L or x is None:
+        return False
+    y &= (1 << 255) - 1
+    k = int.from_bytes(Sha512(sig[:32]).update(pub).update(msg).digest(), "little") % _L
+    x, y, z, _ = _mul((s, k), ((_BX, _BY, 1, _BX * _BY % _P), (x, y, 1, x * y % _P)))
+    return _encode(x, y, z) == sig[:32]
+
+
+def _minus_x(y):
+    """x of -A for the encoding y of A (RFC 8032 §5.1.3 decoding, then negated:
+    verification adds [k](-A)); None when y is not a point's encoding. A
+    function of its own, so its big temporaries are gone during _mul."""
+    p = _P
     sign = y >> 255
     y &= (1 << 255) - 1
-    if s >= _L or y >= p:
-        return False
-    # RFC 8032 §5.1.3: x = u v^3 (u v^7)^((p-5)/8), u = y^2 - 1, v = d y^2 + 1.
+    if y >= p:
+        return None
+    # x = u v^3 (u v^7)^((p-5)/8), u = y^2 - 1, v = d y^2 + 1.
     yy = y * y % p
     u = (yy - 1) % p
     v = (_D * yy + 1) % p
@@ -206,12 +233,8 @@ def verify(pub, msg, sig):
     vxx = v * x % p * x % p
     if vxx != u:
         if vxx != p - u:
-            return False
+            return None
         x = x * _SQRT_M1 % p
     if x == 0 and sign:
-        return False
-    if (x & 1) == sign:
-        x = p - x  # -A: verification adds [k](-A)
-    k = int.from_bytes(Sha512(sig[:32]).update(pub).update(msg).digest(), "little") % _L
-    x, y, z, _ = _mul((s, k), ((_BX, _BY, 1, _BX * _BY % p), (x, y, 1, x * y % p)))
-    return _encode(x, y, z) == sig[:32]
+        return None
+    return _c(p - x if (x & 1) == sign else x)

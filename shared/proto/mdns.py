@@ -27,10 +27,13 @@ questions and records in total, labels at most 63 bytes and names at most
 strictly before the name part that holds them, which refuses forward
 pointers and loops without counting jumps.
 
-The module lives resident on a board (RFC 6762 responder), so it is written
-for heap: few functions, short error texts, no tables. ``decode`` takes an
-optional ``keep(name)`` filter so that a responder materialises only the
-records it cares about (their rdata alone is parsed and checked).
+The board's responder does not load this module (heap: its own parser and
+encoder in firmware/fw_mdns_wire.py are loaded per packet); the tests judge
+those bytes with this codec, and python-zeroconf judges this codec. It is
+still written for a small heap: few functions, short error texts, no
+tables. ``decode`` takes an optional ``keep(name)`` filter so that a reader
+materialises only the records it cares about (their rdata alone is parsed
+and checked).
 """
 
 import struct

@@ -62,6 +62,14 @@ clock may be unset.
 
 State a caller keeps between clients (plain values, no object of this
 module): ``config_sequence`` and ``checked``.
+
+For a board's heap, the Ed25519 work can be kept apart from this module:
+:meth:`ReloadClient.unsigned_request` gives a request's bytes to sign as
+plain data (signed by the caller, then queued with :meth:`ReloadClient.send`
+of a new client), and with ``defer`` set a fetched value's checks are not
+run but returned, as plain data, in the answer's ``signer`` place:
+``(user, cert_hash identity, key, ((key, message, signature), ...))``, the
+CA's signature of the certificate first when it was not in ``checked``.
 """
 
 import hashlib
@@ -265,6 +273,7 @@ class ReloadClient:
         self._certs = (n + 3).to_bytes(2, "big") + bytes(1) + n.to_bytes(2, "big") + der
         self.tid = 0
         self.ignored = 0
+        self.defer = False
         self.reset()
 
     def reset(self):
@@ -277,7 +286,12 @@ class ReloadClient:
 
     def data_to_send(self):
         """Bytes to write to the link now (possibly empty)."""
-        out = b"".join(self._out)
+        return b"".join(self.parts_to_send())
+
+    def parts_to_send(self):
+        """What :meth:`data_to_send` gives, as a list of byte strings to write
+        in turn: a board's heap then holds no joined copy of a request."""
+        out = self._out
         self._out = []
         return out
 
@@ -287,7 +301,7 @@ class ReloadClient:
         # Data frame (§6.6.2), ForwardingHeader (§6.3.2) with the one resource
         # destination, then the signed contents and security block.
         req = self._req
-        n = _HDR + 19 + len(req[2])
+        n = _HDR + 19 + sum(len(x) for x in req[2])
         self._out.append(
             struct.pack(
                 ">BIHBIIHBBIIQIHHHBBB",
@@ -312,8 +326,8 @@ class ReloadClient:
                 16,
             )
             + req[1]
-            + req[2]
         )
+        self._out += req[2]
         self._seq = (self._seq + 1) & _M32
 
     def request(self, code, rid, body, storage_time=0, lifetime=3600, data_seed=None):
@@ -321,31 +335,77 @@ class ReloadClient:
         ``body`` to Resource-ID ``rid``; return its transaction id. For a
         StoreReq (§7.4.1, :meth:`store`) ``body`` is the value, and the
         request is made around it; a FetchReq (:meth:`fetch`) has no body."""
+        return self.send(self.sign_request(code, rid, body, storage_time, lifetime, data_seed))
+
+    def sign_request(self, code, rid, body, storage_time=0, lifetime=3600, data_seed=None):
+        """The request :meth:`request` sends, signed but not sent: a plain
+        tuple for :meth:`send` (of this client or of a later one with the same
+        identity and overlay). ``data_seed`` signs a stored value with another
+        key (tests of the peer's checks)."""
         from sipmesh.proto.ed25519 import sign
 
+        tid, code, rid, st, head, pre, sdt, post, ident = self.unsigned_request(
+            code, rid, body, storage_time, lifetime
+        )
+        msg = pre + sign(data_seed or self._seed, sdt) + post if sdt else pre
+        return (tid, code, rid, msg, sign(self._seed, head + msg + ident), st)
+
+    def unsigned_request(self, code, rid, body, storage_time=0, lifetime=3600):
+        """The request of :meth:`sign_request` before its signatures, as plain
+        bytes: ``(tid, code, rid, storage_time, head, pre, sd_tbs, post,
+        ident)``. For a store the message is ``pre + sign(sd_tbs) + post``
+        (the StoredData's own signature, §7.1), for a fetch (``sd_tbs`` None)
+        it is ``pre``; the message's signature (§6.3.4) is over ``head +
+        message + ident``. A board makes them, drops this module, signs with
+        Ed25519 alone, and gives the result to :meth:`send` of a new client:
+        the two never share its heap."""
+        post = b""
+        sdt = None
         if code == _FETCH_REQ:
             # One StoredDataSpecifier (§7.4.2.1): our Kind, generation 0, no indices.
             body = struct.pack(">B16sHIQH", 16, rid, 14, self.kind, 0, 0)
         if code == _STORE_REQ:
             # StoredData (§7) of a single value, signed (§7.1) over Resource-ID,
-            # Kind, storage time, value and our identity.
+            # Kind, storage time, value and our identity; its signature ends it.
             dv = bytes((1,)) + len(body).to_bytes(4, "big") + body
             t = struct.pack(">IQ", self.kind, storage_time)
-            sd = t[4:] + lifetime.to_bytes(4, "big") + dv + self._sigh
-            sd += sign(data_seed or self._seed, rid + t + dv + self._ident)
-            n = len(sd)
-            body = struct.pack(">B16sBIIQI", 16, rid, 0, n + 20, self.kind, 0, n + 4)
-            body += n.to_bytes(4, "big") + sd
-        self.tid = int.from_bytes(os.urandom(8), "big")
+            sdt = rid + t + dv + self._ident
+            body = t[4:] + lifetime.to_bytes(4, "big") + dv + self._sigh
+            n = len(body) + 64
+            body = (
+                struct.pack(">B16sBIIQII", 16, rid, 0, n + 20, self.kind, 0, n + 4, n) + body
+            )
+            post = bytes(4)
+            dv = t = None
+        tid = int.from_bytes(os.urandom(8), "big")
         # MessageContents (§6.3.3) without extensions, then the SecurityBlock:
         # our certificate and the Signature (§6.3.4) over overlay, transaction
         # id, contents and identity: hash "intrinsic" (8), Ed25519 (7).
-        msg = code.to_bytes(2, "big") + len(body).to_bytes(4, "big") + body + bytes(4)
-        sig = sign(self._seed, struct.pack(">IQ", self.overlay, self.tid) + msg + self._ident)
+        n = len(body) + (64 if sdt else 0)
+        pre = code.to_bytes(2, "big") + n.to_bytes(4, "big") + body
+        if not sdt:
+            pre += bytes(4)
+        head = struct.pack(">IQ", self.overlay, tid)
+        return (tid, code, rid, storage_time, head, pre, sdt, post, self._ident)
+
+    def send(self, req):
+        """Queue ``req``, a tuple from :meth:`sign_request`, as the request in
+        flight; return its transaction id."""
+        tid, code, rid, msg, sig, storage_time = req
+        self.tid = tid
         # What an answer and a resend need: code, destination, message, time, retried.
-        self._req = [code, rid, msg + self._certs + self._sigh + sig, storage_time, False]
+        self._req = [code, rid, (msg, self._certs, self._sigh, sig), storage_time, False]
         self.resend()
-        return self.tid
+        return tid
+
+    def unsigned_store(self, value, storage_time, lifetime=3600):
+        """:meth:`unsigned_request` of a StoreReq of ``value`` at our own Resource-ID."""
+        rid = resource_id(self.user)
+        return self.unsigned_request(_STORE_REQ, rid, value, storage_time, lifetime)
+
+    def unsigned_fetch(self, user):
+        """:meth:`unsigned_request` of a FetchReq at ``user``'s Resource-ID."""
+        return self.unsigned_request(_FETCH_REQ, resource_id(user), None)
 
     def store(self, value, storage_time, lifetime=3600, user=None, data_seed=None):
         """Send a StoreReq (§7.4.1) of ``value`` bytes at the Resource-ID of
@@ -465,24 +525,24 @@ class ReloadClient:
                     a[4] = int.from_bytes(sd[:8], "big")
                     a[3] = bytes(sd[17:dv])
                     if self.ca_key is not None:
-                        a[2] = self._check(sd, dv, bytes(ih), sig, certs, req[1] + kind) or b""
-                        if a[2]:
+                        why, a[5] = self._check(sd, dv, bytes(ih), sig, certs, req[1] + kind)
+                        if why:
                             a[1] = _FORBIDDEN
-                            a[3] = None
-                        else:
-                            a[5] = self.checked[bytes(ih)][0]
+                            a[2] = why
+                            a[3] = a[5] = None
         self.tid = 0
         return tuple(a)
 
     def _check(self, sd, dv, ih, sig, certs, rk):
         # StoredData sd's signature (§7.1) by a certificate of our CA whose
-        # user name is the resource's (§7.3.1): None, else a reason.
-        from sipmesh.proto.ed25519 import verify
-
+        # user name is the resource's (§7.3.1): (reason, None) when refused,
+        # else (None, signer): the user name, or with ``defer`` the pending
+        # check (user, ih, key, ((key, message, signature), ...)).
         # Ed25519 by a cert_hash identity (§6.3.4), SHA-256 (RFC 5246 §7.4.1.4.1: 4).
         if bytes(sd[dv : dv + 5]) != self._sigh[:5] or ih[:2] != self._sigh[5:7]:
-            return "unknown algorithm"
+            return "unknown algorithm", None
         signer = self.checked.get(ih)
+        proofs = []
         if signer is None:
             p = 0
             while not signer and p < len(certs):
@@ -492,16 +552,32 @@ class ReloadClient:
                     try:
                         signer = parse_certificate(der)
                     except ReloadClientError:
-                        return "bad signer certificate"
-            if not signer or not verify(self.ca_key, signer[4], signer[5]):
-                return "signer not of our CA"  # or no certificate
+                        return "bad signer certificate", None
+            if not signer:
+                return "signer not of our CA", None  # no certificate
+            proofs.append((self.ca_key, signer[4], signer[5]))
             signer = (signer[0], signer[3])
+        if resource_id(signer[0]) != rk[:16]:
+            return "signer is not the user", None
+        # Signed: Resource-ID, Kind, storage time, StoredDataValue, identity.
+        proofs.append((signer[1], rk + sd[:8] + sd[12:dv] + sd[dv + 2 : dv + 5] + ih, bytes(sig)))
+        pending = (signer[0], ih, signer[1], proofs)
+        if self.defer:
+            return None, pending
+        return self._settle(pending)
+
+    def _settle(self, pending):
+        # Verify the proofs of a pending check: (None, user), the signer
+        # then in ``checked``, or (reason, None).
+        from sipmesh.proto.ed25519 import verify
+
+        user, ih, key, proofs = pending
+        for i, p in enumerate(proofs):
+            if not verify(*p):
+                # The CA's signature of the certificate comes first when there.
+                return ("signer not of our CA" if i < len(proofs) - 1 else "signature"), None
+        if ih not in self.checked:
             if len(self.checked) >= _CACHE:
                 self.checked.pop(next(iter(self.checked)))
-            self.checked[ih] = signer
-        if resource_id(signer[0]) != rk[:16]:
-            return "signer is not the user"
-        # Signed: Resource-ID, Kind, storage time, StoredDataValue, identity.
-        if not verify(signer[1], rk + sd[:8] + sd[12:dv] + sd[dv + 2 : dv + 5] + ih, sig):
-            return "signature"
-        return None
+            self.checked[ih] = (user, key)
+        return None, user

@@ -4,7 +4,8 @@ Usage: ``micropython mdns_board.py IP INSTANCE [TXT-JSON]``. Prints
 ``announced INSTANCE HOST`` once probing and the first announcement are
 done, and ``log ...`` lines from the responder. Commands: ``txt JSON``
 (update_txt, answers ``txt-updated``), ``find SERVICE TIMEOUT_MS``
-(answers ``found JSON``), ``heap`` (``heap ALLOC FREE`` after a collect),
+(answers ``found JSON``), ``heap`` (``heap ALLOC FREE MODULES`` after a
+collect: the heap the responder adds, and its modules then imported),
 ``stop`` (goodbyes, ``stopped``, exit).
 """
 
@@ -13,7 +14,11 @@ import gc
 import json
 import sys
 
-import fw_mdns
+asyncio.Event()
+gc.collect()
+BASE = gc.mem_alloc()
+
+import fw_mdns  # noqa: E402 - after the base figure
 
 
 async def main():
@@ -34,10 +39,11 @@ async def main():
             print("txt-updated")
         elif cmd == "find":
             service, _, timeout = arg.partition(" ")
-            print("found", json.dumps(await r.find(service, int(timeout or 3000))))
+            print("found", json.dumps(await fw_mdns.find(service, int(timeout or 3000), ip)))
         elif cmd == "heap":
             gc.collect()
-            print("heap", gc.mem_alloc(), gc.mem_free())
+            print("heap", gc.mem_alloc() - BASE, gc.mem_free(),
+                  ",".join(sorted(m for m in sys.modules if m.startswith("fw_mdns"))))
         elif cmd == "stop":
             break
     await r.stop()
