@@ -455,7 +455,7 @@ async def boot_to_online(site: Site, bid: str, heap: str, boots: int) -> tuple[d
 def lan_table(floor: dict, boot: dict) -> str:
     lines = ["3. The board on the LAN (controller + `sipmesh board sim`, namespaces; "
              "heartbeat 2 s, pull 4 s, refresh 8 s)", "",
-             f"heap floor of provision -> pull -> store -> online (8K steps 96K..200K): "
+             f"heap floor of provision -> pull -> store -> online (4K steps 64K..160K): "
              f"{floor['floor_kib']}K", f"{'heap':>6} {'result':<28} {'s':>6}  board log"]
     for k, t in floor["trials"].items():
         lines.append(f"{k + 'K':>6} {t['why'][:28]:<28} {t['seconds']:>6}  "

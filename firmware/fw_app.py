@@ -42,6 +42,7 @@ import time
 
 import fw_log
 import fw_store
+from fw_mods import forget as _forget
 
 FW = "0.1.0"
 PUSH_PORT = 7381
@@ -50,7 +51,8 @@ _LOOPS = ("pull", "heartbeat", "refresh")
 _KEEP = ("fw_mdns", "fw_mdns_ctl", "fw_mdns_wire", "fw_mdns_find", "fw_push")
 
 
-# Only ever used inside App.task (or an agent request), so emptied when dropped: see _forget.
+# Only ever used inside App.task (or an agent request), so emptied when dropped:
+# see fw_mods.forget.
 _CLEAR = ("sipmesh.proto.cbor", "fw_store_io", "fw_jobs")
 
 
@@ -65,28 +67,6 @@ def _bundle_version():
         return v if isinstance(v, str) and 0 < len(v) <= 32 else FW
     except (OSError, ValueError, AttributeError):
         return FW
-
-
-def _forget(before, keep=(), clear=()):
-    """Drop the modules imported since before (a list of names), but keep, and collect.
-
-    The globals of those named in clear are emptied too: the GC is conservative,
-    and a stale word it takes for a pointer into a dropped module (seen on the
-    unix port: 4 KB of cbor pinned after boot) then pins one object, not the
-    module. Only for modules no other code may still be running.
-    """
-    for name in list(sys.modules):
-        if name not in before and name not in keep:
-            m = sys.modules.pop(name)
-            if name in clear:
-                m.__dict__.clear()
-            i = name.rfind(".")
-            if i > 0 and name[:i] in sys.modules:
-                try:
-                    delattr(sys.modules[name[:i]], name[i + 1 :])
-                except AttributeError:
-                    pass
-    gc.collect()
 
 
 class App:
@@ -173,7 +153,7 @@ class App:
             fw_config = None
             c[0] -= 1
             if not c[0] and c[1]:
-                # No call runs: emptied too (see _forget).
+                # No call runs: emptied too (see fw_mods.forget).
                 m = sys.modules.pop("fw_config", None)
                 if m is not None:
                     m.__dict__.clear()

@@ -28,9 +28,10 @@ certificates already checked (each saves one Ed25519 verification).
 """
 
 import asyncio
-import gc
 import sys
 import time
+
+from fw_mods import forget
 
 try:
     from fw_log import log as _log
@@ -155,21 +156,6 @@ class OverlayClient:
         return None
 
 
-def _drop(before):
-    """Forget the modules imported since ``before`` (names), as fw_app does
-    after a job: out of sys.modules and their package, then collected."""
-    for name in list(sys.modules):
-        if name not in before:
-            del sys.modules[name]
-            i = name.rfind(".")
-            if i > 0 and name[:i] in sys.modules:
-                try:
-                    delattr(sys.modules[name[:i]], name[i + 1 :])
-                except AttributeError:
-                    pass
-    gc.collect()
-
-
 def _record(value=None, **fields):
     """device_record.encode(fields), or decode(value), with the module loaded
     for the call only."""
@@ -180,7 +166,7 @@ def _record(value=None, **fields):
         return device_record.decode(value) if value else device_record.encode(fields)
     finally:
         device_record = None
-        _drop(before)
+        forget(before)
 
 
 def _sign(todo, seed):
@@ -269,14 +255,14 @@ async def _round(key, identity, state, reqs, signed=()):
     before = list(sys.modules)
     try:
         todo = _prepare(key, identity, state, reqs)
-        _drop(before)
+        forget(before)
         todo = _sign(todo, identity["seed"])
-        _drop(before)
+        forget(before)
         todo.extend(signed)
         return await _exchange(key, identity, state, todo, type(reqs[0]) is tuple)
     finally:
         todo = signed = None
-        _drop(before)
+        forget(before)
 
 
 async def refresh(app):
@@ -341,7 +327,7 @@ async def refresh(app):
     try:
         got = _settle(got[1:], state[1])  # the link closed, reload_client dropped
     finally:
-        _drop(before)
+        forget(before)
     contacts = {}
     for name, a in zip(names, got):
         try:
