@@ -15,7 +15,7 @@ import gc
 import sys
 
 
-async def serve_push(ip, port, on_config, *, timeout=10, log=None):
+async def serve_push(ip, port, on_config, *, timeout=10, log=None, lock=None, reading=None):
     """Listen for configuration pushes: ``POST /config`` with a COSE_Sign1 body.
 
     ``on_config(body) -> (status, reason)`` (plain or coroutine function)
@@ -25,6 +25,12 @@ async def serve_push(ip, port, on_config, *, timeout=10, log=None):
     complete within timeout seconds 408, a connection beyond two at once
     503. ``log(text)`` gets one line per connection whose answer on_config
     did not give, once it is closed. Returns the asyncio server.
+
+    Heap (issue 6): fw_http's code and a job's modules should not be loaded
+    together, yet a slow client must not stall the board's jobs. So a
+    request waits for a running job (``lock``, the application's job lock,
+    not taken) at most 2 s before it is read, and ``reading[0]`` counts the
+    requests being read, for the application's jobs to wait for in turn.
     """
     # connections open, fw_http loaded by them
     st = [0, False]
@@ -40,9 +46,19 @@ async def serve_push(ip, port, on_config, *, timeout=10, log=None):
             st[1] = "fw_http" not in sys.modules
         st[0] += 1
         try:
-            import fw_http
+            for _ in range(100):
+                if lock is None or not lock.locked():
+                    break
+                await asyncio.sleep(0.02)
+            if reading is not None:
+                reading[0] += 1
+            try:
+                import fw_http
 
-            code, x = await fw_http.receive(rd, w, st[0], timeout)
+                code, x = await fw_http.receive(rd, w, st[0], timeout)
+            finally:
+                if reading is not None:
+                    reading[0] -= 1
             note = "%d %s" % (code, x) if code else None
             if not code:
                 # The check of the body loads the verifier: the reader's code is

@@ -17,6 +17,14 @@ write order and the SIPMESH_CRASH_AT test hook.
 """
 
 
+class _All:
+    def __contains__(self, name):
+        return True
+
+
+_ALL = _All()
+
+
 class Store:
     """Identity and configuration of this board, in RAM and in ``root``.
 
@@ -51,17 +59,53 @@ class Store:
 
         return fw_store_io.next_boot(self)
 
+    def _checked(self, cose_bytes, key, seq):
+        """The payload map of a configuration verify() accepts, judged with no file
+        code loaded (the signature check is the board's highest heap peak), its
+        modules forgotten afterwards."""
+        import sys
+
+        from fw_mods import forget
+
+        before = list(sys.modules)
+        try:
+            if self.verify is not None:
+                return self.verify(cose_bytes, key, self.id, seq)
+            from sipmesh.proto import boardcfg
+
+            return boardcfg.accept(cose_bytes, key, self.id, seq)
+        finally:
+            # emptied too: nothing of theirs runs after this synchronous stretch
+            boardcfg = None
+            forget(before, (), _ALL)
+
     def set_config(self, cose_bytes):
         """Accept a configuration (signed by the controller, for this board, newer) and
         store it; return its payload map. Raises BoardConfigError (refused, nothing
         changes) or StoreError/OSError (write failed, the old file stays in force)."""
+        if self.identity is None:
+            from sipmesh.proto.boardcfg import BoardConfigError
+
+            raise BoardConfigError("not provisioned")
+        cfg = self._checked(cose_bytes, self.identity["controller_key"], self.seq)
         import fw_store_io
 
-        return fw_store_io.set_config(self, cose_bytes)
+        return fw_store_io.set_config(self, cose_bytes, cfg)
 
     def provision(self, identity, cose_bytes):
         """Write a new identity and its first configuration (serial `provision`);
         return the payload map. See ``fw_store_io.provision``."""
+        import sys
+
+        from fw_mods import forget
+
+        before = list(sys.modules)
         import fw_store_io
 
-        return fw_store_io.provision(self, identity, cose_bytes)
+        fw_store_io.check_identity(self, identity)
+        fw_store_io = None
+        forget(before, (), _ALL)
+        cfg = self._checked(cose_bytes, identity["controller_key"], 0)
+        import fw_store_io
+
+        return fw_store_io.provision(self, identity, cose_bytes, cfg)

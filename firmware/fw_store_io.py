@@ -22,7 +22,6 @@ optionally prefixed with the file ("config:old-renamed"), the write prints
 the process with SIGKILL at exactly that point.
 """
 
-import gc
 import os
 import sys
 
@@ -184,18 +183,13 @@ def next_boot(st):
     return n
 
 
-def set_config(st, cose_bytes):
-    """``Store.set_config``: verify (for this board, newer than st.seq), then store."""
-    if st.identity is None:
-        from sipmesh.proto.boardcfg import BoardConfigError
-
-        raise BoardConfigError("not provisioned")
-    return _config(st, cose_bytes, st.identity["controller_key"], st.seq)
+def set_config(st, cose_bytes, cfg):
+    """``Store.set_config``: store cose_bytes, whose payload map cfg the store
+    has verified (for this board, newer than st.seq)."""
+    return _config(st, cose_bytes, cfg)
 
 
-def _config(st, cose_bytes, key, seq, identity=None):
-    gc.collect()
-    cfg = _verify(st, cose_bytes, key, seq)
+def _config(st, cose_bytes, cfg, identity=None):
     if identity is not None:
         _write(st, IDENTITY, cbor.dumps(identity))
         st.identity = identity
@@ -209,13 +203,17 @@ def _config(st, cose_bytes, key, seq, identity=None):
     return cfg
 
 
-def provision(st, identity, cose_bytes):
+def check_identity(st, identity):
+    """Refuse (StoreError) an identity map `provision` offers that boot would refuse."""
+    _check(st, IDENTITY, cbor.dumps(identity))
+
+
+def provision(st, identity, cose_bytes, cfg):
     """``Store.provision``: a new identity and its first configuration.
 
-    The configuration is verified with the new controller key before
+    The store has checked the identity (``check_identity``) and verified the
+    configuration (payload map cfg) with the new controller key before
     anything is written; any seq is accepted, because physical access to
-    the serial line is the authority that may reset a board. Returns the
-    payload map.
+    the serial line is the authority that may reset a board.
     """
-    _check(st, IDENTITY, cbor.dumps(identity))
-    return _config(st, cose_bytes, identity["controller_key"], 0, identity)
+    return _config(st, cose_bytes, cfg, identity)

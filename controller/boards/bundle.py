@@ -201,7 +201,9 @@ def build(
         for i, (board_path, src) in enumerate(files, 1):
             dest = tmp / board_path.lstrip("/")
             if board_path.endswith(".mpy"):
-                name = board_path.removeprefix("/lib/").removesuffix(".mpy") + ".py"
+                # The module's own name as its source name: a name the board interns
+                # anyway, where "sipmesh/proto/cbor.py" would be one more for good.
+                name = board_path.rsplit("/", 1)[-1].removesuffix(".mpy")
                 _compile(src, dest, name, bk.mpy_version)
             else:
                 dest.parent.mkdir(parents=True, exist_ok=True)
