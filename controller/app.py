@@ -20,6 +20,7 @@ from sipmesh.sip.ua import UserAgent
 
 if TYPE_CHECKING:
     from sipmesh.boards.service import BoardService
+    from sipmesh.boards.virtual import VirtualBoards
 
 log = logging.getLogger("sipmesh")
 
@@ -43,6 +44,7 @@ class Controller:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._stop = asyncio.Event()
+        self.virtual: VirtualBoards | None = None
 
     def stop(self) -> None:
         """Ask the controller to shut down (safe to call from a signal handler)."""
@@ -66,6 +68,7 @@ class Controller:
             boards = await self._start_boards(overlay)
         except BaseException:
             self._stop.set()
+            await self._stop_virtual()
             if autopeer is not None:
                 await autopeer
             if overlay is not None:
@@ -79,6 +82,7 @@ class Controller:
             await self._stop.wait()
         finally:
             log.info("stopping")
+            await self._stop_virtual()
             if boards is not None:
                 await boards.stop()
             if autopeer is not None:
@@ -102,16 +106,33 @@ class Controller:
 
     async def _start_boards(self, overlay: OverlayService | None) -> BoardService | None:
         """The boards service when ``[boards] enabled``: configuration endpoint,
-        mDNS browsing and announcement (RFC 6762/6763), heartbeat watch."""
+        mDNS browsing and announcement (RFC 6762/6763), heartbeat watch; then
+        ``[boards] virtual`` virtual boards, set up in the background (a
+        failing one is logged, the controller runs on)."""
         cfg = self.config
         if not cfg.boards.enabled:
-            log.info("boards: not enabled")
+            log.info("boards: not enabled%s", f" (virtual = {cfg.boards.virtual} needs "
+                     "enabled = true)" if cfg.boards.virtual else "")
             return None
         from sipmesh.boards.service import BoardService
 
         service = BoardService(cfg.boards, cfg.data_dir, overlay, branch=cfg.branch)
         await service.start()
+        if cfg.boards.virtual:
+            from sipmesh.boards.virtual import VirtualBoards
+
+            log.info("boards: starting %d virtual board(s) (MicroPython unix port behind "
+                     "PTYs)", cfg.boards.virtual)
+            self.virtual = VirtualBoards(cfg.boards.virtual, service, overlay, cfg.data_dir,
+                                         branch=cfg.branch)
+            self.virtual.start()
         return service
+
+    async def _stop_virtual(self) -> None:
+        """Stop the virtual boards before the boards service they talk to."""
+        if self.virtual is not None:
+            await self.virtual.stop()
+            self.virtual = None
 
     def _start_autopeer(self) -> asyncio.Task | None:
         """The SIP Auto Peer poll loop (RFC 10006 §5) when ``[autopeer] enabled``;

@@ -31,7 +31,10 @@ pull, LAN push), goes through ``App.provision`` or ``App.apply_config``
 (``fw_config``, loaded per call) and then ``_changed``, which re-announces
 the TXT record (RFC 6762 §8.4) and wakes the loops. A board never
 provisioned accepts no configuration from the LAN. SIPMESH_NO_LAN=1 (unix
-port) runs the store and the agent only.
+port) runs the store and the agent only; SIPMESH_NO_MDNS=1 (unix port)
+leaves the mDNS responder off (the controller is then found from the
+configuration's controller entry) and SIPMESH_PUSH_PORT=N moves the push
+listener off 7381, so that several virtual boards share one host.
 """
 
 import asyncio
@@ -90,6 +93,7 @@ class App:
         self.lock = asyncio.Lock()
         self.exit = asyncio.Event()  # set by the serial `repl`: main() returns
         self._wake = []
+        self._reading = [0]  # push requests being read (see fw_push.serve_push)
         self._cfg = [0, False]  # calls in fw_config, fw_config loaded by them
 
     def uptime(self):
@@ -117,6 +121,10 @@ class App:
         """Run fn(*args) (plain or coroutine function) alone, then forget every module
         it imported: out of sys.modules and its package, then collected."""
         async with self.lock:
+            for _ in range(100):  # a push request being read: its end, at most 2 s
+                if not self._reading[0]:
+                    break
+                await asyncio.sleep_ms(20)
             before = list(sys.modules)
             gc.collect()  # the job's modules then land in the lowest free blocks
             r = None
@@ -241,20 +249,30 @@ class App:
         fw_log.log("net: up, " + self.ip)
         if not self.lan:
             return
+        port, mdns = PUSH_PORT, True
+        if self.board.KIND == "unix":
+            # Several virtual boards on one host (the demo): each its own push
+            # port, and no mDNS responder bound to 0.0.0.0:5353.
+            port = int(os.getenv("SIPMESH_PUSH_PORT") or port)
+            mdns = not os.getenv("SIPMESH_NO_MDNS")
+        if not mdns:
+            fw_log.log("mdns: off")
         try:
-            import fw_mdns
+            if mdns:
+                import fw_mdns
 
-            self.mdns = fw_mdns.Responder(self.ip, self.id, port=PUSH_PORT, txt=self.txt())
-            self.mdns.log = fw_log.log
-            self.mdns.lock = self.lock  # its probing code and a job's never load together
-            asyncio.create_task(self.mdns.start())
+                self.mdns = fw_mdns.Responder(self.ip, self.id, port=port, txt=self.txt())
+                self.mdns.log = fw_log.log
+                self.mdns.lock = self.lock  # its probing code and a job's never load together
+                asyncio.create_task(self.mdns.start())
         except Exception as e:  # noqa: BLE001 - the board still works without mDNS
             self.mdns = None
             fw_log.log("mdns: not started: %r" % e)
         try:
             from fw_push import serve_push
 
-            self.push = await serve_push(self.ip, PUSH_PORT, self.on_push, log=fw_log.log)
+            self.push = await serve_push(self.ip, port, self.on_push, log=fw_log.log,
+                                         lock=self.lock, reading=self._reading)
         except Exception as e:  # noqa: BLE001 - pull still brings configurations
             fw_log.log("push: not started: %r" % e)
         gc.collect()
@@ -278,8 +296,10 @@ class App:
                 for i in range(3):
                     if time.ticks_diff(due[i], time.ticks_ms()) <= 0:
                         key = _LOOPS[i]
-                        await self._round(key)
-                        due[i] = time.ticks_add(time.ticks_ms(), cfg["intervals"][key] * 1000)
+                        # A round that ran out of heap (a moment of fragmentation, other
+                        # work in flight) is tried again soon, not an interval later.
+                        s = 2 if await self._round(key) else cfg["intervals"][key]
+                        due[i] = time.ticks_add(time.ticks_ms(), s * 1000)
                 now = time.ticks_ms()
                 wait = max(0, min(time.ticks_diff(d, now) for d in due))
             try:
@@ -291,6 +311,7 @@ class App:
                 due = [time.ticks_ms()] * 3
 
     async def _round(self, key):
+        """One round of key; true when it failed for want of heap."""
         try:
             body = await self.task(self._job, key)
             if body is not None:
@@ -301,6 +322,8 @@ class App:
                 self.controller = None
             elif key == "refresh":
                 self.overlay_state = "down"
+            return isinstance(e, MemoryError)
+        return False
 
     async def _job(self, key):
         """One round of a LAN loop; a pull returns a configuration to verify, or None.

@@ -171,7 +171,10 @@ def test_options_and_config_section() -> None:
                 {"heartbeat": True}, {"colour": 1}, {"enabled": "yes"}):
         with pytest.raises(ValueError):
             parse(bad)
-    assert config.load().boards.enabled is False
+    # The demo: the service on loopback with two virtual boards and no mDNS.
+    demo = config.load().boards
+    assert demo.enabled and demo.listen == ("127.0.0.1", 7380) and demo.virtual == 2
+    assert not demo.announce and not demo.browse
     with pytest.raises(config.ConfigError, match="boards"):
         config._validate({"boards": {"listen": "nowhere"}}, "test")
 

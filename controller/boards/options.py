@@ -7,7 +7,9 @@ nothing to it). ``interfaces`` limits mDNS (RFC 6762) browsing and the
 controller's own announcement to those IPv4 addresses; empty means all.
 ``heartbeat``, ``pull`` and ``refresh`` are the intervals, in seconds, given
 to newly enrolled boards; a board is marked lost after ``lost_after``
-missed heartbeats.
+missed heartbeats. ``virtual`` is how many virtual boards (the MicroPython
+unix port behind a PTY, on loopback) the controller itself starts and
+provisions: the demo's boards; 0 (the default) starts none.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import ipaddress
 from dataclasses import dataclass
 
 KEYS = {"enabled", "listen", "advertise", "interfaces", "announce", "browse", "heartbeat",
-        "pull", "refresh", "lost_after"}
+        "pull", "refresh", "lost_after", "virtual"}
 
 # One day: a heartbeat rarer than this could not tell "lost" from "asleep".
 MAX_INTERVAL = 86400
+# Each virtual board is one MicroPython process with a 100 KB heap; a demo needs a few.
+MAX_VIRTUAL = 8
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class BoardsOptions:
     pull: int = 300
     refresh: int = 600
     lost_after: int = 3
+    virtual: int = 0
 
     @property
     def controller_host(self) -> str:
@@ -88,9 +93,9 @@ def parse(section: object) -> BoardsOptions:
     interfaces = tuple(_ipv4("interfaces", e) for e in entries)
     numbers = {}
     for key, default, low in (("heartbeat", 30, 1), ("pull", 300, 1), ("refresh", 600, 1),
-                              ("lost_after", 3, 1)):
+                              ("lost_after", 3, 1), ("virtual", 0, 0)):
         value = section.get(key, default)
-        top = 100 if key == "lost_after" else MAX_INTERVAL
+        top = {"lost_after": 100, "virtual": MAX_VIRTUAL}.get(key, MAX_INTERVAL)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= top:
             raise ValueError(f"boards.{key} must be a whole number from {low} to {top}")
         numbers[key] = value

@@ -163,6 +163,7 @@ class VirtualBoard:
         ip: str | None = None,
         netns: str | None = None,
         micropython: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         self.pty_link = Path(pty_link)
@@ -171,6 +172,7 @@ class VirtualBoard:
         self.ip = ip
         self.netns = netns
         self.micropython = micropython
+        self.extra_env = dict(env or {})
         self.boots = 0
         self.raw = False
         self._boot_raw = False
@@ -197,9 +199,11 @@ class VirtualBoard:
         return cmd
 
     def environment(self, raw: bool) -> dict[str, str]:
-        """Environment of one interpreter run: the board's flash, identity and address."""
+        """Environment of one interpreter run: the board's flash, identity and address
+        (plus ``env`` given at construction, e.g. SIPMESH_NO_MDNS, SIPMESH_PUSH_PORT)."""
         env = dict(os.environ)
         env.pop("MICROPYPATH", None)
+        env.update(self.extra_env)
         env["SIPMESH_SIM_ROOT"] = str(self.root)
         env["SIPMESH_BOARD_ID"] = self.board_id
         env["SIPMESH_SIM_RAW"] = "1" if raw else "0"
