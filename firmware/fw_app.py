@@ -45,7 +45,8 @@ import time
 
 import fw_log
 import fw_store
-from fw_mods import forget as _forget
+
+from sipmesh.proto.transient import forget as _forget
 
 FW = "0.1.0"
 PUSH_PORT = 7381
@@ -55,7 +56,7 @@ _KEEP = ("fw_mdns", "fw_mdns_ctl", "fw_mdns_wire", "fw_mdns_find", "fw_push")
 
 
 # Only ever used inside App.task (or an agent request), so emptied when dropped:
-# see fw_mods.forget.
+# see sipmesh.proto.transient.forget.
 _CLEAR = ("sipmesh.proto.cbor", "fw_store_io", "fw_jobs")
 
 
@@ -161,7 +162,7 @@ class App:
             fw_config = None
             c[0] -= 1
             if not c[0] and c[1]:
-                # No call runs: emptied too (see fw_mods.forget).
+                # No call runs: emptied too (see sipmesh.proto.transient.forget).
                 m = sys.modules.pop("fw_config", None)
                 if m is not None:
                     m.__dict__.clear()

@@ -31,7 +31,7 @@ import asyncio
 import sys
 import time
 
-from fw_mods import forget
+from sipmesh.proto.transient import forget
 
 try:
     from fw_log import log as _log

@@ -65,7 +65,7 @@ class Store:
         modules forgotten afterwards."""
         import sys
 
-        from fw_mods import forget
+        from sipmesh.proto.transient import forget
 
         before = list(sys.modules)
         try:
@@ -97,7 +97,7 @@ class Store:
         return the payload map. See ``fw_store_io.provision``."""
         import sys
 
-        from fw_mods import forget
+        from sipmesh.proto.transient import forget
 
         before = list(sys.modules)
         import fw_store_io

@@ -132,7 +132,7 @@ def board_lib(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     modules used here), plus the driver script's folder."""
     unixport.micropython_path()
     lib = unixport.stage_lib(tmp_path_factory.mktemp("lib"), compiled=True)
-    for name in ("fw_overlay", "fw_log", "fw_mods"):
+    for name in ("fw_overlay", "fw_log"):
         unixport.mpy_cross(FIRMWARE / f"{name}.py", lib / f"{name}.mpy")
     drv = tmp_path_factory.mktemp("driver")
     (drv / "board_overlay_driver.py").write_text(DRIVER)

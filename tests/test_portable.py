@@ -27,6 +27,7 @@ MODULES = [
     "mgmt_checks",
     "mdns_checks",
     "heartbeat_checks",
+    "transient_checks",
     "reload_checks",
     "reload_storage_checks",
     "reload_topology_checks",

@@ -23,7 +23,6 @@ push listener returns ("bad signature", "for another board", "not newer",
 "malformed: <key>", naming the first key found wrong).
 """
 
-import gc
 import sys
 
 from sipmesh.proto import cbor
@@ -182,23 +181,9 @@ def accept(cose_bytes, controller_pub, board_id, current_seq, verify=None):
         payload = None
     cose = None
     if sys.implementation.name == "micropython":
+        from sipmesh.proto.transient import forget
+
         forget(before)
     if payload is None:
         raise BoardConfigError(BAD_SIGNATURE)
     return check(payload, board_id, current_seq)
-
-
-def forget(before):
-    """Drop the modules imported since ``before`` (a list of names) from
-    sys.modules and their package, then collect: their code leaves the heap
-    (MicroPython loads .mpy bytecode into it)."""
-    for name in list(sys.modules):
-        if name not in before:
-            del sys.modules[name]
-            i = name.rfind(".")
-            if i > 0 and name[:i] in sys.modules:
-                try:
-                    delattr(sys.modules[name[:i]], name[i + 1 :])
-                except AttributeError:
-                    pass
-    gc.collect()

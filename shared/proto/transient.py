@@ -1,9 +1,10 @@
-"""Transient modules: what a job imported leaves the heap when the job ends.
+"""Transient modules: what a piece of work imported leaves the heap when it ends.
 
 MicroPython loads .mpy bytecode into the heap (an ESP32 has about 100 KB
-free, issue 6), so the board imports the code of rare work (a signature
+free, issue 6), so a board imports the code of rare work (a signature
 check, a pull, an overlay refresh) for that work only and forgets it
 afterwards: out of ``sys.modules`` and out of its package, then collected.
+The firmware and the codecs here (``boardcfg``) share this one function.
 """
 
 import gc
