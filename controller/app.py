@@ -67,14 +67,7 @@ class Controller:
         try:
             boards = await self._start_boards(overlay)
         except BaseException:
-            self._stop.set()
-            await self._stop_virtual()
-            if autopeer is not None:
-                await autopeer
-            if overlay is not None:
-                await overlay.stop()
-            if ua is not None:
-                await ua.close()
+            await self._shutdown(ua, overlay, autopeer, None)
             raise
         tune_collector()
         log.info("controller ready; Ctrl-C stops it")
@@ -82,16 +75,25 @@ class Controller:
             await self._stop.wait()
         finally:
             log.info("stopping")
-            await self._stop_virtual()
-            if boards is not None:
-                await boards.stop()
-            if autopeer is not None:
-                await autopeer
-            if overlay is not None:
-                await overlay.stop()
-            if ua is not None:
-                await ua.close()
+            await self._shutdown(ua, overlay, autopeer, boards)
             log.info("stopped")
+
+    async def _shutdown(self, ua: UserAgent | None, overlay: OverlayService | None,
+                        autopeer: asyncio.Task | None, boards: BoardService | None) -> None:
+        """Stop what started, last started first: the virtual boards before the
+        boards service they talk to, the Auto Peer loop (it ends on _stop)."""
+        self._stop.set()
+        if self.virtual is not None:
+            await self.virtual.stop()
+            self.virtual = None
+        if boards is not None:
+            await boards.stop()
+        if autopeer is not None:
+            await autopeer
+        if overlay is not None:
+            await overlay.stop()
+        if ua is not None:
+            await ua.close()
 
     async def _start_overlay(self) -> OverlayService | None:
         """The RELOAD peer (RFC 6940) when ``[overlay] enabled``; it leaves the
@@ -127,12 +129,6 @@ class Controller:
                                          branch=cfg.branch)
             self.virtual.start()
         return service
-
-    async def _stop_virtual(self) -> None:
-        """Stop the virtual boards before the boards service they talk to."""
-        if self.virtual is not None:
-            await self.virtual.stop()
-            self.virtual = None
 
     def _start_autopeer(self) -> asyncio.Task | None:
         """The SIP Auto Peer poll loop (RFC 10006 §5) when ``[autopeer] enabled``;

@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+from sipmesh import statedb
 from sipmesh.proto import cbor
 
 log = logging.getLogger("sipmesh.boards")
@@ -199,29 +199,16 @@ class BoardRegistry:
 
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time,
                  issuer: Issuer | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self.path = path
+        self.path = Path(path)
         self.clock = clock
         self.issuer = issuer
-        self._db = sqlite3.connect(str(path), isolation_level=None, timeout=5.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = statedb.open_private(self.path, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return statedb.transaction(self._db)
 
     # ------------------------------------------------------------ reading
 
