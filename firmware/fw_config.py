@@ -9,6 +9,8 @@ pull, LAN push), ends in ``App._changed``, which re-announces the TXT record
 verifier (``fw_store_io``, ``sipmesh.proto.boardcfg``) runs in ``App.task``.
 """
 
+import asyncio
+
 import fw_log
 
 
@@ -42,12 +44,17 @@ async def apply(app, cose_bytes, source):
     """Accept a signed configuration from source; return its seq.
 
     Raises BoardConfigError when refused (logged; the board keeps what it had).
+    A check that ran out of heap (a moment of fragmentation) is tried once more.
     """
-    try:
-        cfg = await app.task(app.store.set_config, cose_bytes)
-    except Exception as e:
-        fw_log.log("config from %s refused: %s" % (source, getattr(e, "reason", e)))
-        raise
+    for again in (1, 0):
+        try:
+            cfg = await app.task(app.store.set_config, cose_bytes)
+            break
+        except Exception as e:
+            fw_log.log("config from %s refused: %s" % (source, getattr(e, "reason", e)))
+            if not (again and isinstance(e, MemoryError)):
+                raise
+        await asyncio.sleep_ms(200)
     fw_log.log("config seq %d accepted from %s" % (cfg["seq"], source))
     app._changed()
     return cfg["seq"]
