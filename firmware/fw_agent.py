@@ -135,12 +135,23 @@ class Agent:
         fw_log.log("agent: stopped")
         app.board.serial_restore()
 
+    async def _quiet(self):
+        """Wait for the application's running job to end, at most 2 s: mgmt and
+        CBOR are loaded in synchronous stretches, never beside a job's modules
+        at its peak (heap budget, issue 6), yet a long job does not stall the line."""
+        lock = self.app.lock
+        for _ in range(100):
+            if not lock.locked():
+                return
+            await asyncio.sleep_ms(20)
+
     async def handle(self, f):
         """Answer one frame; never raises (except the board's own reset)."""
         if f.type != frame.REQUEST:
             self.ignored += 1
             return
         op = None
+        await self._quiet()
         try:
             mgmt, new = _mgmt()
             try:
@@ -149,11 +160,15 @@ class Agent:
                 # Not held while the op runs (a provision verifies a signature).
                 mgmt = None
                 _drop(new)
-            payload = _reply(await self.op(op, args))
+            r = await self.op(op, args)
+            await self._quiet()
+            payload = _reply(r)
         except Exception as e:  # noqa: BLE001 - answered, the agent keeps running
             if op is None:
                 self.bad += 1
+            await self._quiet()
             payload = _reply(None, op, e)
+        r = None
         gc.collect()
         try:
             await self.send(frame.RESPONSE, f.seq, payload)

@@ -132,11 +132,19 @@ class Responder:
         await self._ctl("stop")
 
     async def _read(self):
-        """The reader task: each datagram that may concern us to fw_mdns_wire.on."""
+        """The reader task: each datagram that may concern us to fw_mdns_wire.on.
+
+        A datagram is read (a 1.5 KB block) only while no job runs, or when a
+        probe or a find (which hold the job lock) waits for it."""
         sock, group = self._sock[:2]
         while True:
             yield asyncio.core._io_queue.queue_read(sock)
             try:
+                if not self._hooks and self.lock is not None and self.lock.locked():
+                    # A job is at its heap peak: the datagram waits in the socket's
+                    # queue until it ends, then is read before the next job starts.
+                    async with self.lock:
+                        pass
                 try:
                     # §17 allows 9000 bytes, but responders split at the Ethernet MTU
                     # (zeroconf, avahi do) and a 9000-byte block is rarely free.

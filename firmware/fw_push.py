@@ -30,7 +30,8 @@ async def serve_push(ip, port, on_config, *, timeout=10, log=None, lock=None, re
     together, yet a slow client must not stall the board's jobs. So a
     request waits for a running job (``lock``, the application's job lock,
     not taken) at most 2 s before it is read, and ``reading[0]`` counts the
-    requests being read, for the application's jobs to wait for in turn.
+    requests being read or answered (fw_http loaded), for the application's
+    jobs to wait for in turn.
     """
     # connections open, fw_http loaded by them
     st = [0, False]
@@ -73,7 +74,13 @@ async def serve_push(ip, port, on_config, *, timeout=10, log=None, lock=None, re
                 except Exception as e:  # noqa: BLE001 - answered 500, not fatal
                     code, x, note = 500, "", "500 %r" % (e,)
                 import fw_http
-            await fw_http.reply(rd, w, code, x, note, log)
+            if reading is not None:
+                reading[0] += 1
+            try:
+                await fw_http.reply(rd, w, code, x, note, log)
+            finally:
+                if reading is not None:
+                    reading[0] -= 1
         except Exception:  # noqa: BLE001 - no fw_http: close, keep listening
             w.close()
         finally:

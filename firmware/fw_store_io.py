@@ -69,12 +69,6 @@ def _read(path):
         return f.read()
 
 
-def _verify(st, cose_bytes, key, seq):
-    if st.verify is not None:
-        return st.verify(cose_bytes, key, st.id, seq)
-    from sipmesh.proto import boardcfg
-
-    return boardcfg.accept(cose_bytes, key, st.id, seq)
 
 
 def _check(st, name, raw):
@@ -94,7 +88,7 @@ def _check(st, name, raw):
         return m
     if not isinstance(m, dict) or not isinstance(m.get("cose"), bytes):
         raise StoreError("bad config record")
-    cfg = _verify(st, m["cose"], st.identity["controller_key"], 0)
+    cfg = st._checked(m["cose"], st.identity["controller_key"], 0)
     if cfg.get("seq") != m.get("seq"):
         raise StoreError("bad config record: seq")
     return m["cose"], cfg

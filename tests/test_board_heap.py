@@ -5,10 +5,12 @@ part on (mDNS, push listener, pull, heartbeat, overlay refresh), driven by
 tests/mp/app_heap.py. The test provisions it over the serial line as
 `sipmesh board provision` does, then serves its controller on 127.0.0.1
 (an aiohttp config/status endpoint in a thread: signed configuration and
-HMAC'd heartbeats checked with sipmesh.proto.heartbeat), pushes a newer
-configuration to its push listener, and reads the ``HEAP low`` lines the
-driver prints. The overlay points at a closed port: the refresh imports
-its modules (the heap cost) and fails to connect.
+HMAC'd heartbeats checked with sipmesh.proto.heartbeat, and the demo
+overlay peer with its client listener, whose CA issued the board's
+certificate), pushes a newer configuration to its push listener, and reads
+the ``HEAP low`` lines the driver prints. Every job must succeed: the pull,
+the heartbeats, the push and the overlay refresh, whose signed device
+record the peer then holds.
 """
 
 from __future__ import annotations
@@ -17,14 +19,19 @@ import asyncio
 import re
 import socket
 import threading
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 from aiohttp import web
-from test_board_agent import BID, CTRL, OTHER, WAIT, Board
+from test_board_agent import BID, CTRL, WAIT, Board
 
-from sipmesh.proto import boardcfg, cose, heartbeat
+from sipmesh.config import OverlayOptions
+from sipmesh.overlay.service import KIND_DEVICE_RECORD, OverlayService
+from sipmesh.proto import boardcfg, cose, device_record, heartbeat
+from sipmesh.proto import reload_client as rc
+from sipmesh.proto import reload_storage as rs
 
 pytestmark = pytest.mark.micropython
 
@@ -40,20 +47,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def signed(seq: int, ctl_port: int, ov_port: int) -> bytes:
+def signed(seq: int, ctl_port: int, ov: OverlayService) -> bytes:
+    overlay = {"host": "127.0.0.1", "port": ov.peer.client_port,
+               "name": ov.enrollment.config.instance_name, "kind": KIND_DEVICE_RECORD}
     payload = boardcfg.make(
         BID, seq, "door-1", "sip:door-1@demo.sipmesh", {"host": "127.0.0.1", "port": ctl_port},
-        {"host": "127.0.0.1", "port": ov_port, "name": "demo", "kind": 4026531842},
+        overlay,
         {"heartbeat": 1, "pull": 300, "refresh": 600}, contacts=["door-2"], issued=1800000000)
     kid = cose.key_id(bytes(CTRL.verify_key))
     return cose.encode_sign1(payload, lambda tbs: CTRL.sign(tbs).signature, kid)
 
 
 class Controller:
-    """The controller's board endpoint on 127.0.0.1, served from its own thread."""
+    """The controller's board endpoint and overlay peer on 127.0.0.1, run in their own thread."""
 
-    def __init__(self, config: bytes, seq: int) -> None:
+    def __init__(self, data: Path, config: bytes, seq: int) -> None:
         self.config, self.seq = config, seq
+        opts = OverlayOptions(enabled=True, listen=("127.0.0.1", 0), first=True, demo=True,
+                              client_listen=("127.0.0.1", 0))
+        self.overlay = OverlayService(opts, data, branch="demo")
         self.pulls: list[str] = []
         self.beats: list[dict] = []
         self.three = threading.Event()
@@ -70,6 +82,7 @@ class Controller:
         self.runner = web.AppRunner(app)
         self.loop.run_until_complete(self.runner.setup())
         self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
+        self.loop.run_until_complete(self.overlay.start())
         started.set()
         self.loop.run_forever()
 
@@ -86,42 +99,67 @@ class Controller:
         except heartbeat.HeartbeatError:
             return web.Response(status=403)
         self.beats.append(beat)
-        if len(self.beats) >= 3:
+        if len(self.beats) >= 3 and any(b["overlay"] == "ok" for b in self.beats):
             self.three.set()
         return web.Response(status=204)
 
+    def record(self, user: str) -> dict | None:
+        """The device record the overlay peer holds for user, or None."""
+
+        async def fetch() -> dict | None:
+            spec = rs.StoredDataSpecifier(KIND_DEVICE_RECORD, 0, rs.MODEL_SINGLE)
+            ans = self.overlay.peer.store.fetch(rs.FetchReq(rc.resource_id(user), [spec]))
+            values = ans.kind_responses[0].values
+            return device_record.decode(values[0].value.value) if values else None
+
+        return asyncio.run_coroutine_threadsafe(fetch(), self.loop).result(WAIT)
+
     def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.overlay.stop(), self.loop).result(WAIT)
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(WAIT)
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 def scenario(tmp: Path, heapsize: str) -> int:
-    """Provision, one pull, three heartbeats, one push; return the lowest free heap seen."""
-    ov_port, push_port = free_port(), free_port()
-    ctl = Controller(b"", 2)
-    ctl.config = signed(2, ctl.port, ov_port)
+    """Provision, one pull, heartbeats until one reports the overlay record stored,
+    one push; return the lowest free heap seen."""
+    push_port = free_port()
+    ctl = Controller(tmp / "controller", b"", 2)
+    ctl.config = signed(2, ctl.port, ctl.overlay)
     b = Board(tmp, heapsize, args=[str(ROOT / "tests" / "mp" / "app_heap.py"), str(push_port)],
               env={"SIPMESH_NO_LAN": ""})
     try:
-        assert len(b.call("keygen")["pub"]) == 32
+        pub = b.call("keygen")["pub"]
+        assert len(pub) == 32
+        ca = ctl.overlay.enrollment.config.root_certs[0].public_key().public_bytes_raw()
         got = b.call("provision", controller_key=bytes(CTRL.verify_key),
-                     cert=b"\x30\x03\x02\x01\x01", ca_key=bytes(OTHER.verify_key),
-                     hb_key=HB_KEY, config=signed(1, ctl.port, ov_port))
+                     cert=ctl.overlay.issue_board_certificate(pub, "door-1@demo.sipmesh"),
+                     ca_key=ca, hb_key=HB_KEY, config=signed(1, ctl.port, ctl.overlay))
         assert got["cfg"] == 1
         b.wait_line(r"config seq 2 accepted from pull")
         assert ctl.three.wait(WAIT), "".join(b.log)
         assert [x["n"] for x in ctl.beats[:3]] == [1, 2, 3]
-        assert all(x["cfg"] in (1, 2) and x["id"] == BID for x in ctl.beats[:3])
+        assert all(x["cfg"] in (1, 2) and x["id"] == BID for x in ctl.beats)
+        rec = ctl.record("door-1@demo.sipmesh")
+        assert rec is not None and rec["aor"] == "sip:door-1@demo.sipmesh", rec
+        # What the push brings is what the controller serves from now on (the
+        # pull it wakes then gets 304).
+        ctl.config, ctl.seq = signed(3, ctl.port, ctl.overlay), 3
         req = urllib.request.Request(f"http://127.0.0.1:{push_port}/config", method="POST",
-                                     data=signed(3, ctl.port, ov_port),
+                                     data=ctl.config,
                                      headers={"Content-Type": "application/cose"})
-        with urllib.request.urlopen(req, timeout=WAIT) as resp:
-            assert resp.status == 204
+        try:
+            with urllib.request.urlopen(req, timeout=WAIT) as resp:
+                status = resp.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        assert status == 204, "".join(b.log)
         b.wait_line(r"config seq 3 accepted from push")
         info = b.call("info")
         assert (info["state"], info["cfg"]) == ("configured", 3)
         log = "".join(b.log)
-        assert "MemoryError" not in log, log
+        assert "MemoryError" not in log and "memory allocation failed" not in log, log
+        assert not re.search(r"^[\d.]+ (refresh|pull|heartbeat): ", log, re.M), log
         lows = [int(m) for m in re.findall(r"HEAP low (\d+) free", log)]
         assert lows, log
         return min(lows)

@@ -23,8 +23,6 @@ push listener returns ("bad signature", "for another board", "not newer",
 "malformed: <key>", naming the first key found wrong).
 """
 
-import sys
-
 from sipmesh.proto import cbor
 
 try:
@@ -167,23 +165,15 @@ def accept(cose_bytes, controller_pub, board_id, current_seq, verify=None):
     Any COSE failure (structure, algorithm, signature) becomes
     ``BoardConfigError("bad signature")``. ``verify`` is passed to
     ``cose.verify1`` (CPython may give a fast verifier). The COSE module
-    (and Ed25519 with it) is imported here, on first use, because it is
-    the largest code a board loads and is needed only when a config arrives;
-    on MicroPython the modules it imported are dropped again before the
-    payload is decoded and checked, so the two never share a board's heap.
+    (and Ed25519 with it) is imported here, on first use: it is needed only
+    when a configuration arrives. A board does the same in stages instead,
+    so that the Ed25519 check never shares its heap with the CBOR codec or
+    this module (``fw_store.Store._checked``).
     """
-    before = list(sys.modules)
     from sipmesh.proto import cose
 
     try:
         payload = cose.verify1(cose_bytes, controller_pub, verify=verify)
     except cose.CoseError:
-        payload = None
-    cose = None
-    if sys.implementation.name == "micropython":
-        from sipmesh.proto.transient import forget
-
-        forget(before)
-    if payload is None:
-        raise BoardConfigError(BAD_SIGNATURE)
+        raise BoardConfigError(BAD_SIGNATURE) from None
     return check(payload, board_id, current_seq)

@@ -155,6 +155,20 @@ def peek_kid(data):
     return _parse(data)[1]
 
 
+def signed_parts(data, pub):
+    """(to-be-signed bytes, payload, signature) of a tagged COSE_Sign1 meant for ``pub``.
+
+    Every check of ``verify1`` but the signature itself: the structure, the
+    algorithm and the kid. The to-be-signed bytes are the Sig_structure of
+    RFC 9052 §4.4. A board runs the Ed25519 check with this module and the
+    CBOR codec out of its heap (fw_store). Raises CoseError.
+    """
+    _want(type(pub) in (bytes, bytearray) and len(pub) == 32, "public key must be 32 bytes")
+    prot, kid, payload, sig = _parse(data)
+    _want(kid is None or kid == key_id(bytes(pub)), "kid names another key")
+    return _tbs(prot, payload), payload, sig
+
+
 def verify1(data, pub, *, verify=None):
     """The payload of a tagged COSE_Sign1 whose EdDSA signature by ``pub`` is valid.
 
@@ -163,16 +177,13 @@ def verify1(data, pub, *, verify=None):
     from it is a bad signature (MemoryError excepted: running out of heap is
     not a verdict). Raises CoseError on any refusal.
     """
-    _want(type(pub) in (bytes, bytearray) and len(pub) == 32, "public key must be 32 bytes")
-    prot, kid, payload, sig = _parse(data)
-    pub = bytes(pub)
-    _want(kid is None or kid == key_id(pub), "kid names another key")
+    tbs, payload, sig = signed_parts(data, pub)
     if verify is None:
         from sipmesh.proto import ed25519
 
         verify = ed25519.verify
     try:
-        ok = verify(pub, _tbs(prot, payload), sig)
+        ok = verify(bytes(pub), tbs, sig)
     except MemoryError:
         raise
     except Exception:  # noqa: BLE001 - a verifier that raises has refused
