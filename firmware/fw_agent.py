@@ -1,10 +1,13 @@
 """The serial management agent: frames in, one response per request out.
 
-Runs on the board's management line (``board.serial_streams()``). Bytes go
-through ``sipmesh.proto.frame.FrameDecoder``; each REQUEST frame is parsed
-by ``sipmesh.proto.mgmt`` and answered in a RESPONSE frame with the same
-seq. The op handlers here only translate between the protocol and the
-application object (``fw_app.App``), which owns the state.
+Runs on the board's management line (``board.serial_streams()``). The
+agent keeps the raw bytes of the frame arriving, up to its 0x00 delimiter;
+each complete segment goes through a ``sipmesh.proto.frame.FrameDecoder``
+and each REQUEST frame is parsed by ``sipmesh.proto.mgmt`` and answered in
+a RESPONSE frame with the same seq. The framing and management codecs are
+loaded for a frame and dropped after it, so an idle board holds neither
+(heap budget, issue 6). The op handlers here only translate between the
+protocol and the application object (``fw_app.App``), which owns the state.
 
 The line is untrusted: garbage, truncated frames and a port closed in the
 middle of a frame are dropped by the decoder and counted (``dropped``);
@@ -23,9 +26,8 @@ import time
 
 import fw_log
 
-from sipmesh.proto import frame
-
 _MODS = ("sipmesh.proto.mgmt", "sipmesh.proto.cbor")
+_FRAME = "sipmesh.proto.frame"
 
 
 def _mgmt():
@@ -36,6 +38,14 @@ def _mgmt():
     from sipmesh.proto import mgmt
 
     return mgmt, new
+
+
+def _frame():
+    """(frame, the names its import added), as _mgmt: for one frame in or out."""
+    new = [] if _FRAME in sys.modules else [_FRAME]
+    from sipmesh.proto import frame
+
+    return frame, new
 
 
 def _drop(new):
@@ -98,23 +108,77 @@ class Agent:
         self.w = writer
         mgmt, new = _mgmt()
         # The largest request (provision) fits in MAX_REQUEST (see sipmesh.proto.mgmt).
-        self.dec = frame.FrameDecoder(mgmt.MAX_REQUEST)
+        self.max = mgmt.MAX_REQUEST
         self.boot = mgmt.event("boot", id=app.id, fw=app.fw)
         mgmt = None
         _drop(new)
-        self.bad = self.ignored = 0
+        self.bad = self.ignored = self.dropped = 0
+        self.seg = bytearray()  # raw bytes of the frame arriving, before its 0x00
+        self.skip = False  # that frame is already too long: discarded up to the 0x00
+        self.cur = None  # the frame being answered, until handle() takes it
         self.running = True
 
-    async def send(self, ftype, seq, payload):
+    async def send(self, kind, seq, payload):
+        """Write a frame of type frame.<kind> ("RESPONSE", "EVENT"), after a 0x00."""
+        frame, new = _frame()
+        try:
+            data = frame.encode(getattr(frame, kind), seq, payload)
+        finally:
+            frame = None
+            _drop(new)
         self.w.write(b"\x00")
-        self.w.write(frame.encode(ftype, seq, payload))
+        self.w.write(data)
         await self.w.drain()
+
+    def _take(self, data):
+        """The complete segments data ends (raw, COBS-stuffed, without the 0x00);
+        the rest waits in self.seg. A segment longer than the COBS form of the
+        largest request is discarded as it streams in and counted as dropped,
+        as FrameDecoder does."""
+        cap = self.max + self.max // 254 + 1
+        out = []
+        i = 0
+        end = len(data)
+        while i < end:
+            z = data.find(b"\x00", i)
+            stop = end if z < 0 else z
+            if not self.skip and i < stop:
+                if len(self.seg) + stop - i > cap:
+                    self.skip = True
+                    self.seg = bytearray()
+                else:
+                    self.seg.extend(memoryview(data)[i:stop])
+            if z < 0:
+                break
+            if self.skip:
+                self.dropped += 1
+            elif self.seg:
+                out.append(bytes(self.seg))
+            self.seg = bytearray()
+            self.skip = False
+            i = z + 1
+        return out
+
+    def _decode(self, seg):
+        """(is a REQUEST, seq, payload) of the frame in one complete segment, or
+        None when it is not one (counted as dropped)."""
+        frame, new = _frame()
+        try:
+            dec = frame.FrameDecoder(self.max)
+            dec.feed(seg)
+            seg = None
+            fs = dec.feed(b"\x00")
+            self.dropped += dec.dropped
+            return (fs[0].type == frame.REQUEST, fs[0].seq, fs[0].payload) if fs else None
+        finally:
+            frame = dec = fs = None
+            _drop(new)
 
     async def run(self):
         """Serve until a `repl` request; then restore the line and return."""
         app = self.app
         try:
-            await self.send(frame.EVENT, 0, self.boot)
+            await self.send("EVENT", 0, self.boot)
         except Exception as e:  # noqa: BLE001 - a dead line must not stop the board
             fw_log.log("agent: boot event not sent: %r" % e)
         while self.running:
@@ -127,10 +191,15 @@ class Agent:
                 # a little instead of spinning until the peer opens it again.
                 await asyncio.sleep_ms(50)
                 continue
-            for f in self.dec.feed(data):
-                await self.handle(f)
-                if not self.running:
-                    break
+            segs = self._take(data)
+            data = None
+            while segs and self.running:
+                await self._quiet()
+                # On self, not in a local: handle() lets go of the request's bytes
+                # before the op runs (a provision checks a signature meanwhile).
+                self.cur = self._decode(segs.pop(0))
+                if self.cur is not None:
+                    await self.handle()
         self.boot = None
         fw_log.log("agent: stopped")
         app.board.serial_restore()
@@ -145,20 +214,24 @@ class Agent:
                 return
             await asyncio.sleep_ms(20)
 
-    async def handle(self, f):
-        """Answer one frame; never raises (except the board's own reset)."""
-        if f.type != frame.REQUEST:
+    async def handle(self):
+        """Answer the frame in self.cur (see _decode); never raises (except the
+        board's own reset)."""
+        f = self.cur
+        self.cur = None
+        if not f[0]:
             self.ignored += 1
             return
+        seq = f[1]
         op = None
         await self._quiet()
         try:
             mgmt, new = _mgmt()
             try:
-                op, args = mgmt.parse_request(f.payload)
+                op, args = mgmt.parse_request(f[2])
             finally:
                 # Not held while the op runs (a provision verifies a signature).
-                mgmt = None
+                f = mgmt = None
                 _drop(new)
             r = await self.op(op, args)
             await self._quiet()
@@ -171,7 +244,7 @@ class Agent:
         r = None
         gc.collect()
         try:
-            await self.send(frame.RESPONSE, f.seq, payload)
+            await self.send("RESPONSE", seq, payload)
         except Exception as e:  # noqa: BLE001 - the peer went away; it will ask again
             fw_log.log("agent: response not sent: %r" % e)
         if op == "reboot":
@@ -194,7 +267,7 @@ class Agent:
                 "id": app.id, "kind": app.board.KIND, "fw": app.fw, "state": st.state(),
                 "cfg": st.seq, "name": cfg["name"] if cfg else None, "ip": app.ip,
                 "uptime": app.uptime(), "free": free, "alloc": alloc, "kid": app.kid(),
-                "rx_dropped": self.dec.dropped, "rx_bad": self.bad,
+                "rx_dropped": self.dropped, "rx_bad": self.bad,
             }
         if op == "keygen":
             app.pending = await app.task(app.jobs, "keypair", None)

@@ -218,3 +218,15 @@ def test_no_answer_is_a_serial_error_naming_the_port(tmp_path: Path) -> None:
             link.request("hello")
         assert err.value.code is None
         assert f"no answer from the board on {pty} within 0.5s" in str(err.value)
+
+
+def test_requests_during_a_reboot_never_stop_the_board(firmware: Path) -> None:
+    """Right after `reboot` the next request reaches a board that is booting, whose
+    line is still the REPL's: a 0x03 there is Ctrl-C and would stop main.py (and
+    every frame with a sequence number below 256 opens with 0x03). The link's
+    short requests hold neither 0x03 nor 0x04, so the board always comes up."""
+    with SerialLink(str(firmware), timeout=20) as link:
+        for _ in range(3):
+            link.request("reboot")
+            hello = link.request("hello")
+            assert (hello["id"], hello["kind"]) == (BOARD_ID, "unix")

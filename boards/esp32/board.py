@@ -49,11 +49,17 @@ async def net_up(net):
     return wlan.ifconfig()[0]
 
 
+def serial_take():
+    """From now on Ctrl-C (a 0x03 byte inside a frame) does not interrupt the
+    program; main.py calls this before the application loads."""
+    micropython.kbd_intr(-1)
+
+
 def serial_streams():
     """asyncio streams on the REPL's stdin/stdout with Ctrl-C disabled."""
     import asyncio
 
-    micropython.kbd_intr(-1)
+    serial_take()
     return asyncio.StreamReader(sys.stdin.buffer), asyncio.StreamWriter(sys.stdout.buffer, {})
 
 

@@ -29,16 +29,20 @@ async def net_up(net):
     return os.getenv("SIPMESH_BOARD_IP") or "127.0.0.1"
 
 
-def serial_streams():
-    """asyncio streams on fd 0/1, the line set raw with VMIN=VTIME=0.
+def serial_take():
+    """From now on no byte on the line interrupts the program: the line set raw
+    with VMIN=VTIME=0 (once; serial_restore undoes it).
 
-    Raw so that no byte is translated or eaten by the line discipline;
-    VMIN=VTIME=0 so a read after poll returns what is there instead of
-    waiting for the whole request. A stdin that is not a tty is used as is.
+    main.py calls this before the application loads, so a request that
+    arrives during the boot (a frame's 0x03 byte is Ctrl-C to the sim's
+    line) waits in the line instead of stopping the board. Raw so that no
+    byte is translated or eaten by the line discipline; VMIN=VTIME=0 so a
+    read after poll returns what is there instead of waiting for the whole
+    request. A stdin that is not a tty is used as is.
     """
     global _saved
-    import asyncio
-
+    if _saved is not None:
+        return
     try:
         import termios
 
@@ -55,11 +59,18 @@ def serial_streams():
         termios.tcsetattr(0, termios.TCSANOW, attrs)
     except (ImportError, OSError, AttributeError, TypeError):
         _saved = None
+
+
+def serial_streams():
+    """asyncio streams on fd 0/1, the line taken (serial_take)."""
+    import asyncio
+
+    serial_take()
     return asyncio.StreamReader(sys.stdin.buffer), asyncio.StreamWriter(sys.stdout.buffer, {})
 
 
 def serial_restore():
-    """Put the line back as it was before serial_streams()."""
+    """Put the line back as it was before serial_take()."""
     global _saved
     if _saved is not None:
         try:

@@ -96,6 +96,33 @@ class SerialLink:
         self._seq = (self._seq + 1) & 0xFFFF
         return self._seq
 
+    def _frame(self, payload: bytes) -> tuple[int, bytes]:
+        """(seq, wire bytes) of the next request frame, holding no 0x03 and no 0x04
+        when a sequence number can make it so.
+
+        The first request may reach a board that is still booting, whose line
+        is the REPL's until the agent takes it: there 0x03 is Ctrl-C (it
+        would stop main.py) and 0x04 Ctrl-D (a soft reset). With a sequence
+        number below 256 every frame would open with 0x03, the COBS code of
+        the header's first block. A short request (hello, info) always finds
+        a number that keeps both bytes out; a long one (provision, set) comes
+        after an answer, to an agent that owns the line, and goes as it is.
+        """
+        first = None
+        for _ in range(512):
+            seq = self._next_seq()
+            if seq < 0x100:
+                continue
+            data = frame.encode(frame.REQUEST, seq, payload)
+            if 3 not in data and 4 not in data:
+                return seq, data
+            if first is None:
+                first = seq, data
+            if len(data) > 64:
+                break
+        assert first is not None
+        return first
+
     def request(self, op: str, *, timeout: float | None = None, **args: Any) -> dict[str, Any]:
         """Send ``{"op": op, **args}`` and return the board's ok answer as a dict.
 
@@ -106,8 +133,7 @@ class SerialLink:
             payload = mgmt.request(op, **args)
         except mgmt.MgmtError as e:
             raise SerialError(f"bad request {op}: {e.message}", e.code) from e
-        seq = self._next_seq()
-        data = frame.encode(frame.REQUEST, seq, payload)
+        seq, data = self._frame(payload)
         self._write(data)
         wait = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
