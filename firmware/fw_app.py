@@ -16,9 +16,13 @@ failing part is logged and the rest runs:
   board's device record every intervals.refresh seconds.
 
 Heap (100 KB on an ESP32): the core (the store's state, the agent, the
-log ring), mDNS and the push listener's socket stay resident; CBOR and the
-management codec are loaded per serial request (``fw_agent``), the store's
-file work per call (``fw_store_io``). Everything else is transient:
+log ring), mDNS and the push listener's socket stay resident; the frame
+codec, CBOR and the management codec are loaded per serial frame
+(``fw_agent``), the store's file work per call (``fw_store_io``). Every
+module that may load is imported once at boot and forgotten (``_intern``:
+MicroPython's name pools then grow in an empty heap), and the long-lived
+state a job replaced is rebuilt after it (``App._settle``), so that the
+space a job freed is not split for good. Everything else is transient:
 ``App.task`` runs one job under one asyncio.Lock and afterwards drops every
 module the job imported (``del sys.modules[name]``, the package attribute
 too, then ``gc.collect()``), so config acceptance (COSE, Ed25519, SHA-512,
@@ -193,7 +197,10 @@ class App:
                 fn = args = None
                 _forget(before, _KEEP, _CLEAR)
                 self._settle(was)
-            return _copy(r)
+            try:
+                return _copy(r)
+            except MemoryError:
+                return r  # valid, only placed worse
 
     def _lasting(self):
         st = self.store
@@ -210,7 +217,10 @@ class App:
         """
         now = self._lasting()
         if any(a is not b for a, b in zip(was, now)):
-            c = [x if x is w else _copy(x) for x, w in zip(now, was)]
+            try:
+                c = [x if x is w else _copy(x) for x, w in zip(now, was)]
+            except MemoryError:
+                return  # the originals stay: valid, only placed worse
             st = self.store
             st.config, st.identity, st.cose, self.overlay, self.contacts, self.controller = c
             c = now = None
