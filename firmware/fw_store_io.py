@@ -69,8 +69,6 @@ def _read(path):
         return f.read()
 
 
-
-
 def _check(st, name, raw):
     m = cbor.loads(raw)
     if name == IDENTITY:
