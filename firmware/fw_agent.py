@@ -5,7 +5,7 @@ agent keeps the raw bytes of the frame arriving, up to its 0x00 delimiter;
 each complete segment goes through a ``sipmesh.proto.frame.FrameDecoder``
 and each REQUEST frame is parsed by ``sipmesh.proto.mgmt`` and answered in
 a RESPONSE frame with the same seq. The framing and management codecs are
-loaded for a frame and dropped after it, so an idle board holds neither
+loaded for a frame and dropped after it, so an idle board holds none of them
 (heap budget, issue 6). The op handlers here only translate between the
 protocol and the application object (``fw_app.App``), which owns the state.
 
@@ -26,37 +26,16 @@ import time
 
 import fw_log
 
-_MODS = ("sipmesh.proto.mgmt", "sipmesh.proto.cbor")
-_FRAME = "sipmesh.proto.frame"
+from sipmesh.proto.transient import forget
 
 
-def _mgmt():
-    """(mgmt, the names its import added): mgmt and the CBOR codec it uses are
-    loaded per request, in synchronous stretches that end with ``_drop``, so an
-    idle board holds neither (issue 6)."""
-    new = [n for n in _MODS if n not in sys.modules]
-    from sipmesh.proto import mgmt
-
-    return mgmt, new
-
-
-def _frame():
-    """(frame, the names its import added), as _mgmt: for one frame in or out."""
-    new = [] if _FRAME in sys.modules else [_FRAME]
-    from sipmesh.proto import frame
-
-    return frame, new
-
-
-def _drop(new):
-    # Emptied as well, as fw_app._forget does: nothing of theirs runs after a stretch.
-    for name in new:
-        if name in sys.modules:
-            sys.modules.pop(name).__dict__.clear()
-            try:
-                delattr(sys.modules["sipmesh.proto"], name[14:])
-            except (AttributeError, KeyError):
-                pass
+def _load(name):
+    """(sipmesh.proto.<name>, sys.modules before it). The codecs (frame, mgmt
+    and the CBOR codec mgmt uses) are loaded in synchronous stretches that end
+    with ``forget(before, (), True)``, so an idle board holds none (issue 6)."""
+    before = list(sys.modules)
+    __import__("sipmesh.proto." + name)
+    return sys.modules["sipmesh.proto." + name], before
 
 
 def _reply(r, op=None, e=None):
@@ -64,7 +43,7 @@ def _reply(r, op=None, e=None):
 
     e is matched by class name: the mgmt that raised it may be another load.
     """
-    mgmt, new = _mgmt()
+    mgmt, before = _load("mgmt")
     try:
         if e is None:
             return mgmt.response_ok(**r)
@@ -79,19 +58,19 @@ def _reply(r, op=None, e=None):
         return mgmt.response_error(mgmt.INTERNAL, repr(e))
     finally:
         mgmt = None
-        _drop(new)
+        forget(before, (), True)
 
 
 def mgmt_value(name, message=None):
     """sipmesh.proto.mgmt.<name>, or with a message the MgmtError(<name>, message)
     to raise; the module is not kept."""
-    mgmt, new = _mgmt()
+    mgmt, before = _load("mgmt")
     try:
         v = getattr(mgmt, name)
         return v if message is None else mgmt.MgmtError(v, message)
     finally:
         mgmt = None
-        _drop(new)
+        forget(before, (), True)
 
 
 def error(code, message):
@@ -106,12 +85,12 @@ class Agent:
         self.app = app
         self.r = reader
         self.w = writer
-        mgmt, new = _mgmt()
+        mgmt, before = _load("mgmt")
         # The largest request (provision) fits in MAX_REQUEST (see sipmesh.proto.mgmt).
         self.max = mgmt.MAX_REQUEST
         self.boot = mgmt.event("boot", id=app.id, fw=app.fw)
         mgmt = None
-        _drop(new)
+        forget(before, (), True)
         self.bad = self.ignored = self.dropped = 0
         self.seg = bytearray()  # raw bytes of the frame arriving, before its 0x00
         self.skip = False  # that frame is already too long: discarded up to the 0x00
@@ -120,12 +99,12 @@ class Agent:
 
     async def send(self, kind, seq, payload):
         """Write a frame of type frame.<kind> ("RESPONSE", "EVENT"), after a 0x00."""
-        frame, new = _frame()
+        frame, before = _load("frame")
         try:
             data = frame.encode(getattr(frame, kind), seq, payload)
         finally:
             frame = None
-            _drop(new)
+            forget(before, (), True)
         self.w.write(b"\x00")
         self.w.write(data)
         await self.w.drain()
@@ -162,7 +141,7 @@ class Agent:
     def _decode(self, seg):
         """(is a REQUEST, seq, payload) of the frame in one complete segment, or
         None when it is not one (counted as dropped)."""
-        frame, new = _frame()
+        frame, before = _load("frame")
         try:
             dec = frame.FrameDecoder(self.max)
             dec.feed(seg)
@@ -172,7 +151,7 @@ class Agent:
             return (fs[0].type == frame.REQUEST, fs[0].seq, fs[0].payload) if fs else None
         finally:
             frame = dec = fs = None
-            _drop(new)
+            forget(before, (), True)
 
     async def run(self):
         """Serve until a `repl` request; then restore the line and return."""
@@ -226,13 +205,13 @@ class Agent:
         op = None
         await self._quiet()
         try:
-            mgmt, new = _mgmt()
+            mgmt, before = _load("mgmt")
             try:
                 op, args = mgmt.parse_request(f[2])
             finally:
                 # Not held while the op runs (a provision verifies a signature).
                 f = mgmt = None
-                _drop(new)
+                forget(before, (), True)
             r = await self.op(op, args)
             await self._quiet()
             payload = _reply(r)

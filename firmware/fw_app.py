@@ -74,11 +74,6 @@ _INTERN_LAN = (
 )
 
 
-class _All:
-    def __contains__(self, name):
-        return True
-
-
 def _intern(names):
     """Import each module of names once, and forget it at once.
 
@@ -96,7 +91,7 @@ def _intern(names):
             __import__(name)
         except ImportError:
             pass  # a bundle without that part: the job that needs it says so
-        _forget(before, (), _All())
+        _forget(before, (), True)
 
 
 def _copy(x):

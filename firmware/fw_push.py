@@ -42,6 +42,17 @@ async def serve_push(ip, port, on_config, *, timeout=10, log=None, lock=None, re
             sys.modules.pop("fw_http", None)
             gc.collect()
 
+    if reading is None:
+        reading = [0]
+
+    async def counted(aw):
+        # fw_http is loaded while aw runs: the application's jobs wait for it
+        reading[0] += 1
+        try:
+            return await aw
+        finally:
+            reading[0] -= 1
+
     async def handle(rd, w):
         if not st[0]:
             st[1] = "fw_http" not in sys.modules
@@ -51,15 +62,9 @@ async def serve_push(ip, port, on_config, *, timeout=10, log=None, lock=None, re
                 if lock is None or not lock.locked():
                     break
                 await asyncio.sleep(0.02)
-            if reading is not None:
-                reading[0] += 1
-            try:
-                import fw_http
+            import fw_http
 
-                code, x = await fw_http.receive(rd, w, st[0], timeout)
-            finally:
-                if reading is not None:
-                    reading[0] -= 1
+            code, x = await counted(fw_http.receive(rd, w, st[0], timeout))
             note = "%d %s" % (code, x) if code else None
             if not code:
                 # The check of the body loads the verifier: the reader's code is
@@ -74,13 +79,7 @@ async def serve_push(ip, port, on_config, *, timeout=10, log=None, lock=None, re
                 except Exception as e:  # noqa: BLE001 - answered 500, not fatal
                     code, x, note = 500, "", "500 %r" % (e,)
                 import fw_http
-            if reading is not None:
-                reading[0] += 1
-            try:
-                await fw_http.reply(rd, w, code, x, note, log)
-            finally:
-                if reading is not None:
-                    reading[0] -= 1
+            await counted(fw_http.reply(rd, w, code, x, note, log))
         except Exception:  # noqa: BLE001 - no fw_http: close, keep listening
             w.close()
         finally:

@@ -17,14 +17,6 @@ write order and the SIPMESH_CRASH_AT test hook.
 """
 
 
-class _All:
-    def __contains__(self, name):
-        return True
-
-
-_ALL = _All()
-
-
 class Store:
     """Identity and configuration of this board, in RAM and in ``root``.
 
@@ -84,14 +76,14 @@ class Store:
             except cose.CoseError:
                 tbs = None
             cose = None
-            forget(before, (), _ALL)
+            forget(before, (), True)
             if tbs is not None:
                 from sipmesh.proto import ed25519
 
                 if not ed25519.verify(bytes(key), tbs, sig):
                     tbs = None
                 ed25519 = None
-                forget(before, (), _ALL)
+                forget(before, (), True)
             from sipmesh.proto import boardcfg
 
             if tbs is None:
@@ -101,7 +93,7 @@ class Store:
         finally:
             # emptied too: nothing of theirs runs after this synchronous stretch
             cose = ed25519 = boardcfg = tbs = None
-            forget(before, (), _ALL)
+            forget(before, (), True)
 
     def set_config(self, cose_bytes):
         """Accept a configuration (signed by the controller, for this board, newer) and
@@ -128,7 +120,7 @@ class Store:
 
         fw_store_io.check_identity(self, identity)
         fw_store_io = None
-        forget(before, (), _ALL)
+        forget(before, (), True)
         cfg = self._checked(cose_bytes, identity["controller_key"], 0)
         import fw_store_io
 

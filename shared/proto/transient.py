@@ -14,7 +14,8 @@ import sys
 def forget(before, keep=(), clear=()):
     """Drop the modules imported since before (a list of names), but keep, and collect.
 
-    The globals of those named in clear are emptied too: the GC is conservative,
+    The globals of those named in clear (every one dropped when clear is True)
+    are emptied too: the GC is conservative,
     and a stale word it takes for a pointer into a dropped module (seen on the
     unix port: 4 KB of cbor pinned after boot) then pins one object, not the
     module. Only for modules no other code may still be running.
@@ -22,7 +23,7 @@ def forget(before, keep=(), clear=()):
     for name in list(sys.modules):
         if name not in before and name not in keep:
             m = sys.modules.pop(name)
-            if name in clear:
+            if clear is True or name in clear:
                 m.__dict__.clear()
             i = name.rfind(".")
             if i > 0 and name[:i] in sys.modules:
